@@ -1,0 +1,513 @@
+"""The PKCS#11 functions as the C caller sees them.
+
+Each is a thin shell: check pointers, convert arguments, call the client's
+`api`, convert results. `export` attaches it to its `extern "Python"` entry
+and is the one place where exceptions become CK_RV.
+"""
+
+import logging
+import os
+
+from _ptkhsm_shim import ffi
+
+from .. import __version__
+from .. import constants as C
+from ..errors import CKRError
+from ..log import logger
+from . import marshal as M
+from .marshal import NULL, require
+
+IMPLEMENTED = set()
+_state = {"library": None}
+
+
+def export(fn):
+    name = fn.__name__
+    debug = logger.isEnabledFor(logging.DEBUG)
+
+    def shell(*args):
+        try:
+            fn(*args)
+            return C.CKR_OK
+        except CKRError as exc:
+            if debug:
+                logger.debug("%s: %s", name, exc)
+            return exc.rv
+        except MemoryError:
+            return C.CKR_HOST_MEMORY
+        except Exception:
+            logger.exception("%s failed unexpectedly", name)
+            return C.CKR_GENERAL_ERROR
+
+    ffi.def_extern(name=f"ptk_{name}", error=C.CKR_GENERAL_ERROR, onerror=_onerror)(shell)
+    IMPLEMENTED.add(name)
+    return fn
+
+
+def _onerror(exc_type, exc_value, traceback):
+    logger.error("ptkhsm internal error: %s", exc_type.__name__)
+
+
+def api():
+    """The client's api, or CKR_CRYPTOKI_NOT_INITIALIZED (also in a fork()ed child)."""
+    library = _state["library"]
+    if library is None or library.pid != os.getpid():
+        raise CKRError(C.CKR_CRYPTOKI_NOT_INITIALIZED, "call C_Initialize first")
+    return library.api
+
+
+# -- general purpose ---------------------------------------------------------------
+@export
+def C_Initialize(pInitArgs):
+    from ..cryptoki.client import Cryptoki
+    from ..errors import ConfigError
+
+    library = _state["library"]
+    if library is not None and library.pid == os.getpid():
+        raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised")
+    if pInitArgs != NULL:
+        args = ffi.cast("CK_C_INITIALIZE_ARGS *", pInitArgs)[0]
+        if args.pReserved != NULL:
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "pReserved must be NULL")
+        given = [p != NULL for p in (args.CreateMutex, args.DestroyMutex, args.LockMutex, args.UnlockMutex)]
+        if any(given) and not all(given):
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "give all four mutex functions or none")
+    try:
+        _state["library"] = Cryptoki()
+    except ConfigError as exc:
+        logger.error("configuration: %s", exc)
+        raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None
+    except CKRError as exc:
+        logger.error("cannot start the HSM: %s", exc)
+        raise
+
+
+@export
+def C_Finalize(pReserved):
+    api()
+    library = _state["library"]
+    if pReserved != NULL:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "pReserved must be NULL")
+    _state["library"] = None
+    library.finalize()
+
+
+@export
+def C_GetInfo(pInfo):
+    api()
+    require(pInfo)
+    info = pInfo[0]
+    M.version(info.cryptokiVersion, (3, 0))
+    M.padded(info.manufacturerID, b"ptkhsm project".ljust(32))
+    info.flags = 0
+    M.padded(info.libraryDescription, b"ptkhsm PKCS#11 module".ljust(32))
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    M.version(info.libraryVersion, (major, minor))
+
+
+# -- slots and tokens ----------------------------------------------------------------
+@export
+def C_GetSlotList(tokenPresent, pSlotList, pulCount):
+    slots = api().slot_list()
+    M.ulongs_out(slots, pSlotList, pulCount)
+
+
+@export
+def C_GetSlotInfo(slotID, pInfo):
+    found = api().slot_info(slotID)
+    require(pInfo)
+    info = pInfo[0]
+    M.padded(info.slotDescription, found["description"])
+    M.padded(info.manufacturerID, found["manufacturer"])
+    info.flags = found["flags"]
+    M.version(info.hardwareVersion, found["hardware"])
+    M.version(info.firmwareVersion, found["firmware"])
+
+
+@export
+def C_GetTokenInfo(slotID, pInfo):
+    found = api().token_info(slotID)
+    require(pInfo)
+    info = pInfo[0]
+    for field, key in (("label", "label"), ("manufacturerID", "manufacturer"), ("model", "model"),
+                       ("serialNumber", "serial"), ("utcTime", "utc_time")):
+        M.padded(getattr(info, field), found[key])
+    info.flags = found["flags"]
+    info.ulMaxSessionCount = found["max_sessions"]
+    info.ulSessionCount = found["sessions"]
+    info.ulMaxRwSessionCount = found["max_rw_sessions"]
+    info.ulRwSessionCount = found["rw_sessions"]
+    info.ulMaxPinLen = found["max_pin"]
+    info.ulMinPinLen = found["min_pin"]
+    info.ulTotalPublicMemory = found["total_public_memory"]
+    info.ulFreePublicMemory = found["free_public_memory"]
+    info.ulTotalPrivateMemory = found["total_private_memory"]
+    info.ulFreePrivateMemory = found["free_private_memory"]
+    M.version(info.hardwareVersion, found["hardware"])
+    M.version(info.firmwareVersion, found["firmware"])
+
+
+@export
+def C_GetMechanismList(slotID, pMechanismList, pulCount):
+    M.ulongs_out(api().mechanism_list(slotID), pMechanismList, pulCount)
+
+
+@export
+def C_GetMechanismInfo(slotID, type, pInfo):
+    low, high, flags = api().mechanism_info(slotID, type)
+    require(pInfo)
+    pInfo.ulMinKeySize, pInfo.ulMaxKeySize, pInfo.flags = low, high, flags
+
+
+@export
+def C_InitToken(slotID, pPin, ulPinLen, pLabel):
+    hsm = api()
+    require(pLabel)
+    hsm.init_token(slotID, M.data_in(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
+
+
+@export
+def C_InitPIN(hSession, pPin, ulPinLen):
+    api().init_pin(hSession, M.data_in(pPin, ulPinLen))
+
+
+@export
+def C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen):
+    api().set_pin(hSession, M.data_in(pOldPin, ulOldLen), M.data_in(pNewPin, ulNewLen))
+
+
+@export
+def C_WaitForSlotEvent(flags, pSlot, pReserved):
+    api()
+    if flags & C.CKF_DONT_BLOCK:
+        raise CKRError(C.CKR_NO_EVENT, "slots and tokens never change")
+    raise CKRError(C.CKR_FUNCTION_NOT_SUPPORTED, "blocking wait for an event that never comes")
+
+
+# -- sessions ------------------------------------------------------------------------------
+@export
+def C_OpenSession(slotID, flags, pApplication, Notify, phSession):
+    hsm = api()
+    require(phSession)
+    phSession[0] = hsm.open_session(slotID, flags)
+
+
+@export
+def C_CloseSession(hSession):
+    api().close_session(hSession)
+
+
+@export
+def C_CloseAllSessions(slotID):
+    api().close_all_sessions(slotID)
+
+
+@export
+def C_GetSessionInfo(hSession, pInfo):
+    slot_id, state, flags = api().session_info(hSession)
+    require(pInfo)
+    pInfo.slotID, pInfo.state, pInfo.flags, pInfo.ulDeviceError = slot_id, state, flags, 0
+
+
+@export
+def C_Login(hSession, userType, pPin, ulPinLen):
+    api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+
+
+@export
+def C_LoginUser(hSession, userType, pPin, ulPinLen, pUsername, ulUsernameLen):
+    # No named users on this token: the user name is ignored, as v3.0 §5.6 allows.
+    api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+
+
+@export
+def C_Logout(hSession):
+    api().logout(hSession)
+
+
+@export
+def C_SessionCancel(hSession, flags):
+    api().cancel(hSession, flags)
+
+
+# -- objects -------------------------------------------------------------------------------
+@export
+def C_CreateObject(hSession, pTemplate, ulCount, phObject):
+    hsm = api()
+    require(phObject)
+    phObject[0] = hsm.create_object(hSession, M.template_in(pTemplate, ulCount))
+
+
+@export
+def C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject):
+    hsm = api()
+    require(phNewObject)
+    phNewObject[0] = hsm.copy_object(hSession, hObject, M.template_in(pTemplate, ulCount))
+
+
+@export
+def C_DestroyObject(hSession, hObject):
+    api().destroy_object(hSession, hObject)
+
+
+@export
+def C_GetObjectSize(hSession, hObject, pulSize):
+    hsm = api()
+    require(pulSize)
+    pulSize[0] = hsm.object_size(hSession, hObject)
+
+
+@export
+def C_GetAttributeValue(hSession, hObject, pTemplate, ulCount):
+    hsm = api()
+    if ulCount:
+        require(pTemplate)
+    types = [pTemplate[i].type for i in range(ulCount)]
+    rv = M.attributes_out(pTemplate, ulCount, hsm.get_attributes(hSession, hObject, types))
+    if rv != C.CKR_OK:
+        raise CKRError(rv)
+
+
+@export
+def C_SetAttributeValue(hSession, hObject, pTemplate, ulCount):
+    hsm = api()
+    hsm.set_attributes(hSession, hObject, M.template_in(pTemplate, ulCount))
+
+
+@export
+def C_FindObjectsInit(hSession, pTemplate, ulCount):
+    hsm = api()
+    hsm.find_init(hSession, M.template_in(pTemplate, ulCount))
+
+
+@export
+def C_FindObjects(hSession, phObject, ulMaxObjectCount, pulObjectCount):
+    hsm = api()
+    require(phObject, pulObjectCount)
+    found = hsm.find(hSession, ulMaxObjectCount)
+    for i, handle in enumerate(found):
+        phObject[i] = handle
+    pulObjectCount[0] = len(found)
+
+
+@export
+def C_FindObjectsFinal(hSession):
+    api().find_final(hSession)
+
+
+# -- encryption, decryption, digests, signatures ----------------------------------------
+def _init(method, hSession, pMechanism, hKey):
+    hsm = api()
+    getattr(hsm, method)(hSession, M.mechanism_in(pMechanism), hKey)
+
+
+def _run(method, hSession, pData, ulDataLen, pOut, pulOutLen):
+    hsm = api()
+    size = M.out_size(pOut, pulOutLen)
+    M.deliver(getattr(hsm, method)(hSession, M.data_in(pData, ulDataLen), size), pOut, pulOutLen)
+
+
+def _final(method, hSession, pOut, pulOutLen):
+    hsm = api()
+    size = M.out_size(pOut, pulOutLen)
+    M.deliver(getattr(hsm, method)(hSession, size), pOut, pulOutLen)
+
+
+@export
+def C_EncryptInit(hSession, pMechanism, hKey):
+    _init("encrypt_init", hSession, pMechanism, hKey)
+
+
+@export
+def C_Encrypt(hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen):
+    _run("encrypt", hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
+
+
+@export
+def C_EncryptUpdate(hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen):
+    _run("encrypt_update", hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
+
+
+@export
+def C_EncryptFinal(hSession, pLastEncryptedPart, pulLastEncryptedPartLen):
+    _final("encrypt_final", hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
+
+
+@export
+def C_DecryptInit(hSession, pMechanism, hKey):
+    _init("decrypt_init", hSession, pMechanism, hKey)
+
+
+@export
+def C_Decrypt(hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen):
+    _run("decrypt", hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
+
+
+@export
+def C_DecryptUpdate(hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen):
+    _run("decrypt_update", hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
+
+
+@export
+def C_DecryptFinal(hSession, pLastPart, pulLastPartLen):
+    _final("decrypt_final", hSession, pLastPart, pulLastPartLen)
+
+
+@export
+def C_DigestInit(hSession, pMechanism):
+    hsm = api()
+    hsm.digest_init(hSession, M.mechanism_in(pMechanism))
+
+
+@export
+def C_Digest(hSession, pData, ulDataLen, pDigest, pulDigestLen):
+    _run("digest", hSession, pData, ulDataLen, pDigest, pulDigestLen)
+
+
+@export
+def C_DigestUpdate(hSession, pPart, ulPartLen):
+    hsm = api()
+    hsm.digest_update(hSession, M.data_in(pPart, ulPartLen))
+
+
+@export
+def C_DigestKey(hSession, hKey):
+    api().digest_key(hSession, hKey)
+
+
+@export
+def C_DigestFinal(hSession, pDigest, pulDigestLen):
+    _final("digest_final", hSession, pDigest, pulDigestLen)
+
+
+@export
+def C_SignInit(hSession, pMechanism, hKey):
+    _init("sign_init", hSession, pMechanism, hKey)
+
+
+@export
+def C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen):
+    _run("sign", hSession, pData, ulDataLen, pSignature, pulSignatureLen)
+
+
+@export
+def C_SignUpdate(hSession, pPart, ulPartLen):
+    hsm = api()
+    hsm.sign_update(hSession, M.data_in(pPart, ulPartLen))
+
+
+@export
+def C_SignFinal(hSession, pSignature, pulSignatureLen):
+    _final("sign_final", hSession, pSignature, pulSignatureLen)
+
+
+@export
+def C_VerifyInit(hSession, pMechanism, hKey):
+    _init("verify_init", hSession, pMechanism, hKey)
+
+
+@export
+def C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen):
+    hsm = api()
+    hsm.verify(hSession, M.data_in(pData, ulDataLen), M.data_in(pSignature, ulSignatureLen))
+
+
+@export
+def C_VerifyUpdate(hSession, pPart, ulPartLen):
+    hsm = api()
+    hsm.verify_update(hSession, M.data_in(pPart, ulPartLen))
+
+
+@export
+def C_VerifyFinal(hSession, pSignature, ulSignatureLen):
+    hsm = api()
+    hsm.verify_final(hSession, M.data_in(pSignature, ulSignatureLen))
+
+
+# -- keys and random numbers ---------------------------------------------------------------
+@export
+def C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey):
+    hsm = api()
+    require(phKey)
+    phKey[0] = hsm.generate_key(hSession, M.mechanism_in(pMechanism), M.template_in(pTemplate, ulCount))
+
+
+@export
+def C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate, ulPublicKeyAttributeCount,
+                      pPrivateKeyTemplate, ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey):
+    hsm = api()
+    require(phPublicKey, phPrivateKey)
+    phPublicKey[0], phPrivateKey[0] = hsm.generate_key_pair(
+        hSession, M.mechanism_in(pMechanism),
+        M.template_in(pPublicKeyTemplate, ulPublicKeyAttributeCount),
+        M.template_in(pPrivateKeyTemplate, ulPrivateKeyAttributeCount))
+
+
+@export
+def C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen):
+    hsm = api()
+    M.out_size(pWrappedKey, pulWrappedKeyLen)
+    wrapped = hsm.wrap_key(hSession, M.mechanism_in(pMechanism), hWrappingKey, hKey)
+    M.deliver(wrapped, pWrappedKey, pulWrappedKeyLen)
+
+
+@export
+def C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen, pTemplate,
+                ulAttributeCount, phKey):
+    hsm = api()
+    require(phKey)
+    phKey[0] = hsm.unwrap_key(hSession, M.mechanism_in(pMechanism), hUnwrappingKey,
+                              M.data_in(pWrappedKey, ulWrappedKeyLen),
+                              M.template_in(pTemplate, ulAttributeCount))
+
+
+@export
+def C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey):
+    hsm = api()
+    require(phKey)
+    phKey[0] = hsm.derive_key(hSession, M.mechanism_in(pMechanism), hBaseKey,
+                              M.template_in(pTemplate, ulAttributeCount))
+
+
+@export
+def C_SeedRandom(hSession, pSeed, ulSeedLen):
+    hsm = api()
+    hsm.seed_random(hSession, M.data_in(pSeed, ulSeedLen))
+
+
+@export
+def C_GenerateRandom(hSession, RandomData, ulRandomLen):
+    hsm = api()
+    if ulRandomLen:
+        require(RandomData)
+    ffi.memmove(RandomData, hsm.generate_random(hSession, ulRandomLen), ulRandomLen)
+
+
+# -- functions this module does not implement ----------------------------------------
+def _session_then(rv, why):
+    def fn(hSession, *args):
+        api().session_info(hSession)
+        raise CKRError(rv, why)
+    return fn
+
+
+_LEGACY = ("C_GetFunctionStatus", "C_CancelFunction")
+_UNSUPPORTED = (
+    "C_GetOperationState", "C_SetOperationState", "C_SignRecoverInit", "C_SignRecover",
+    "C_VerifyRecoverInit", "C_VerifyRecover", "C_DigestEncryptUpdate", "C_DecryptDigestUpdate",
+    "C_SignEncryptUpdate", "C_DecryptVerifyUpdate",
+    "C_MessageEncryptInit", "C_EncryptMessage", "C_EncryptMessageBegin", "C_EncryptMessageNext",
+    "C_MessageEncryptFinal", "C_MessageDecryptInit", "C_DecryptMessage", "C_DecryptMessageBegin",
+    "C_DecryptMessageNext", "C_MessageDecryptFinal", "C_MessageSignInit", "C_SignMessage",
+    "C_SignMessageBegin", "C_SignMessageNext", "C_MessageSignFinal", "C_MessageVerifyInit",
+    "C_VerifyMessage", "C_VerifyMessageBegin", "C_VerifyMessageNext", "C_MessageVerifyFinal",
+)
+NOT_SUPPORTED = _UNSUPPORTED  # listed in docs/functions.md
+for _name in _LEGACY:
+    _fn = _session_then(C.CKR_FUNCTION_NOT_PARALLEL, "no parallel functions (legacy)")
+    _fn.__name__ = _name
+    export(_fn)
+for _name in _UNSUPPORTED:
+    _fn = _session_then(C.CKR_FUNCTION_NOT_SUPPORTED, f"{_name} is not implemented")
+    _fn.__name__ = _name
+    export(_fn)

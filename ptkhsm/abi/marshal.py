@@ -1,0 +1,221 @@
+"""C <-> Python values at the ABI, and the buffer rules of PKCS#11 (v2.40 §5.2):
+these functions are the only place they are written."""
+
+from _ptkhsm_shim import ffi
+
+from .. import constants as C
+from .. import mechparams as P
+from .. import schema
+from ..errors import BufferTooSmall, CKRError
+
+NULL = ffi.NULL
+ATTRIBUTE_SIZE = ffi.sizeof("CK_ATTRIBUTE")
+MAX_VALUE_LEN = 1 << 26  # a larger ulValueLen is a caller bug (e.g. CK_UNAVAILABLE_INFORMATION)
+
+
+def require(*pointers):
+    for pointer in pointers:
+        if pointer == NULL:
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL pointer argument")
+
+
+def data_in(pointer, length):
+    if length == 0:
+        return b""
+    if pointer == NULL:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL data pointer with a non-zero length")
+    return ffi.buffer(pointer, length)[:]
+
+
+def out_size(buffer, length_ptr):
+    """The caller's buffer size, None for a length query (buffer NULL)."""
+    require(length_ptr)
+    return None if buffer == NULL else length_ptr[0]
+
+
+def deliver(result, buffer, length_ptr):
+    """Copy `result` out, or report its size (NULL buffer), or BUFFER_TOO_SMALL."""
+    size = len(result)
+    if buffer == NULL:
+        length_ptr[0] = size
+        return
+    if length_ptr[0] < size:
+        length_ptr[0] = size
+        raise BufferTooSmall(size)
+    ffi.memmove(buffer, result, size)
+    length_ptr[0] = size
+
+
+def ulongs_out(values, array, count_ptr):
+    require(count_ptr)
+    if array == NULL:
+        count_ptr[0] = len(values)
+        return
+    if count_ptr[0] < len(values):
+        count_ptr[0] = len(values)
+        raise BufferTooSmall(len(values))
+    for i, value in enumerate(values):
+        array[i] = value
+    count_ptr[0] = len(values)
+
+
+def padded(field, text):
+    ffi.memmove(field, text, len(text))
+
+
+def version(field, pair):
+    field.major, field.minor = pair
+
+
+def template_in(pointer, count):
+    if count == 0:
+        return []
+    if pointer == NULL:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL template with a non-zero count")
+    out = []
+    for i in range(count):
+        attribute = pointer[i]
+        attr_type, length = attribute.type, attribute.ulValueLen
+        if length > MAX_VALUE_LEN:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{schema.name(attr_type)}: length {length}")
+        if schema.kind_of(attr_type) == schema.TEMPLATE:
+            if length % ATTRIBUTE_SIZE:
+                raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{schema.name(attr_type)}: not a template")
+            inner = ffi.cast("CK_ATTRIBUTE_PTR", attribute.pValue)
+            value = tuple(template_in(inner, length // ATTRIBUTE_SIZE))
+        else:
+            if attribute.pValue == NULL and length:
+                raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{schema.name(attr_type)}: NULL value")
+            value = schema.decode(attr_type, data_in(attribute.pValue, length))
+        out.append((attr_type, value))
+    return out
+
+
+def attributes_out(pointer, count, values):
+    """C_GetAttributeValue's rules, attribute by attribute; -> the CKR to return."""
+    rv = C.CKR_OK
+    for i in range(count):
+        attribute = pointer[i]
+        value = values[i]
+        if isinstance(value, CKRError):
+            attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
+            rv = value.rv
+            continue
+        if schema.kind_of(attribute.type) == schema.TEMPLATE:
+            needed = len(value) * ATTRIBUTE_SIZE
+            if attribute.pValue == NULL:
+                attribute.ulValueLen = needed
+            elif attribute.ulValueLen < needed:
+                attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
+                rv = C.CKR_BUFFER_TOO_SMALL
+            else:
+                inner = ffi.cast("CK_ATTRIBUTE_PTR", attribute.pValue)
+                for j, (inner_type, _) in enumerate(value):
+                    inner[j].type = inner_type
+                inner_rv = attributes_out(inner, len(value), [v for _, v in value])
+                attribute.ulValueLen = needed
+                rv = inner_rv if inner_rv != C.CKR_OK else rv
+            continue
+        raw = schema.encode(attribute.type, value)
+        if attribute.pValue == NULL:
+            attribute.ulValueLen = len(raw)
+        elif attribute.ulValueLen < len(raw):
+            attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
+            rv = C.CKR_BUFFER_TOO_SMALL
+        else:
+            ffi.memmove(attribute.pValue, raw, len(raw))
+            attribute.ulValueLen = len(raw)
+    return rv
+
+
+# -- mechanism parameters -------------------------------------------------------
+def _struct(mechanism, ctype):
+    if mechanism.pParameter == NULL or mechanism.ulParameterLen != ffi.sizeof(ctype):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"{ctype} expected")
+    return ffi.cast(ctype + " *", mechanism.pParameter)[0]
+
+
+def _param_bytes(pointer, length):
+    try:
+        return data_in(pointer, length)
+    except CKRError:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "NULL pointer inside the parameter") from None
+
+
+def _bytes(m):
+    if m.pParameter == NULL:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "parameter missing")
+    return _param_bytes(m.pParameter, m.ulParameterLen)
+
+
+def _optional_bytes(m):
+    return None if m.pParameter == NULL or not m.ulParameterLen else _param_bytes(m.pParameter, m.ulParameterLen)
+
+
+def _ulong(m):
+    return int(_struct(m, "CK_ULONG"))
+
+
+def _gcm(m):
+    p = _struct(m, "CK_GCM_PARAMS")
+    return P.GcmParams(_param_bytes(p.pIv, p.ulIvLen), p.ulIvBits, _param_bytes(p.pAAD, p.ulAADLen), p.ulTagBits)
+
+
+def _ctr(m):
+    p = _struct(m, "CK_AES_CTR_PARAMS")
+    return P.CtrParams(p.ulCounterBits, ffi.buffer(p.cb)[:])
+
+
+def _pss(m):
+    p = _struct(m, "CK_RSA_PKCS_PSS_PARAMS")
+    return P.PssParams(p.hashAlg, p.mgf, p.sLen)
+
+
+def _oaep(m):
+    p = _struct(m, "CK_RSA_PKCS_OAEP_PARAMS")
+    return P.OaepParams(p.hashAlg, p.mgf, p.source, _param_bytes(p.pSourceData, p.ulSourceDataLen))
+
+
+def _ecdh1(m):
+    p = _struct(m, "CK_ECDH1_DERIVE_PARAMS")
+    return P.Ecdh1Params(p.kdf, _param_bytes(p.pSharedData, p.ulSharedDataLen),
+                         _param_bytes(p.pPublicData, p.ulPublicDataLen))
+
+
+def _eddsa(m):
+    if m.pParameter == NULL:
+        return None
+    p = _struct(m, "CK_EDDSA_PARAMS")
+    return P.EddsaParams(bool(p.phFlag), _param_bytes(p.pContextData, p.ulContextDataLen))
+
+
+def _key_handle(m):
+    return int(_struct(m, "CK_OBJECT_HANDLE"))
+
+
+def _derive_data(m):
+    p = _struct(m, "CK_KEY_DERIVATION_STRING_DATA")
+    return _param_bytes(p.pData, p.ulLen)
+
+
+def _cbc_derive(m):
+    if m.ulParameterLen == ffi.sizeof("CK_DES_CBC_ENCRYPT_DATA_PARAMS"):
+        p = _struct(m, "CK_DES_CBC_ENCRYPT_DATA_PARAMS")
+    else:
+        p = _struct(m, "CK_AES_CBC_ENCRYPT_DATA_PARAMS")
+    return P.CbcDeriveParams(ffi.buffer(p.iv)[:], _param_bytes(p.pData, p.length))
+
+
+DECODERS = {
+    P.NONE: _optional_bytes,  # the HSM, which knows the mechanism, refuses a stray parameter
+    P.BYTES: _bytes, P.OPTIONAL_BYTES: _optional_bytes, P.ULONG: _ulong,
+    P.GCM: _gcm, P.CTR: _ctr, P.PSS: _pss, P.OAEP: _oaep, P.ECDH1: _ecdh1, P.EDDSA: _eddsa,
+    P.KEY_HANDLE: _key_handle, P.DERIVE_DATA: _derive_data, P.CBC_DERIVE: _cbc_derive,
+}
+
+
+def mechanism_in(pointer):
+    require(pointer)
+    mechanism = pointer[0]
+    ckm = mechanism.mechanism
+    return P.Mechanism(ckm, DECODERS[P.kind_of(ckm)](mechanism))

@@ -1,0 +1,31 @@
+"""The `ptkhsm` command."""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def module_path():
+    return str(Path(__file__).resolve().parent / "libptkhsm.so")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="ptkhsm", description="ptkhsm PKCS#11 provider tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("module", help="print the absolute path of libptkhsm.so")
+    args = parser.parse_args(argv)
+    if args.command == "module":
+        path = module_path()
+        if not Path(path).exists():
+            print(f"ptkhsm: {path} is missing: reinstall the package", file=sys.stderr)
+            return 1
+        print(path)
+    return 0
+
+
+def ctconf_main():
+    sys.exit(main(["ctconf", *sys.argv[1:]]))
+
+
+def ctperf_main():
+    sys.exit(main(["ctperf", *sys.argv[1:]]))

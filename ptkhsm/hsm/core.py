@@ -1,0 +1,443 @@
+"""The HSM "firmware": slots, tokens, sessions, objects and operations.
+
+Its public methods are the PKCS#11 functions with Python values (bytes, ints,
+templates as lists of (type, value)); the client reaches them through a
+transport. Failures raise CKRError. Output-producing methods take `out_len`,
+the size of the caller's buffer (None for a length query), so the session can
+keep an operation alive across the length-query convention.
+
+Locking: `_lock` guards the tables (sessions, objects, login state); crypto
+runs outside it, so threads sign in parallel while `cryptography` releases
+the GIL.
+"""
+
+import os
+import threading
+
+from .. import constants as C
+from ..errors import CKRError
+from . import access, operations, policy
+from .mechanisms import REGISTRY, lookup
+from .objects import Handles, Obj, matches
+from .session import DECRYPT, DIGEST, ENCRYPT, FIND, SIGN, VERIFY, Session
+from .store.db import Store
+from .token import PinPolicy, Token
+
+MANUFACTURER = "ptkhsm project"
+MODEL = "ptkhsm"
+FIRMWARE = (5, 10)      # reported like a PTK-C HSM newer than 5.01.00 (SMS ADH2 era)
+HARDWARE = (1, 0)
+VERSION = (3, 0)
+
+
+def _pad(text, size):
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    return raw[:size].ljust(size, b" ")
+
+
+class HSM:
+    def __init__(self, config):
+        self.config = config
+        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"))
+        self.serial = config.get("ET_PTKC_SW_SERIAL")
+        pins = PinPolicy(config.get("ET_PTKC_SW_MIN_PIN"), config.get("ET_PTKC_SW_MAX_PIN"),
+                         config.get("ET_PTKC_SW_MAX_LOGIN_FAILURES"),
+                         config.get("ET_PTKC_SW_PIN_KDF_ITERATIONS"))
+        self.handles = Handles()
+        user_slots = config.get("ET_PTKC_SW_USER_SLOTS")
+        self.tokens = [Token(i, self.store, pins, self.handles, is_admin=False) for i in range(user_slots)]
+        self.tokens.append(Token(user_slots, self.store, pins, self.handles, is_admin=True,
+                                 admin_label=_pad(f"AdminToken({self.serial})", 32)))
+        self.sessions = {}
+        self.session_objects = {}  # handle -> Obj
+        self._next_session = Handles()
+        self._lock = threading.RLock()
+
+    # -- slots and tokens ----------------------------------------------------
+    def slot_list(self):
+        return list(range(len(self.tokens)))
+
+    def _token(self, slot_id):
+        if not 0 <= slot_id < len(self.tokens):
+            raise CKRError(C.CKR_SLOT_ID_INVALID, f"slot {slot_id}")
+        return self.tokens[slot_id]
+
+    def slot_info(self, slot_id):
+        token = self._token(slot_id)
+        kind = "Admin slot" if token.is_admin else f"user slot {slot_id}"
+        return {"description": _pad(f"ptkhsm {kind}", 64), "manufacturer": _pad(MANUFACTURER, 32),
+                "flags": C.CKF_TOKEN_PRESENT, "hardware": HARDWARE, "firmware": FIRMWARE}
+
+    def token_info(self, slot_id):
+        token = self._token(slot_id)
+        with self._lock:
+            sessions = [s for s in self.sessions.values() if s.slot_id == slot_id]
+            return {
+                "label": _pad(token.label, 32), "manufacturer": _pad(MANUFACTURER, 32),
+                "model": _pad(MODEL, 16), "serial": _pad(self.serial, 16), "flags": token.flags(),
+                "max_sessions": C.CK_EFFECTIVELY_INFINITE, "sessions": len(sessions),
+                "max_rw_sessions": C.CK_EFFECTIVELY_INFINITE,
+                "rw_sessions": sum(1 for s in sessions if s.rw),
+                "max_pin": token.pins.max_len, "min_pin": token.pins.min_len,
+                "total_public_memory": C.CK_UNAVAILABLE_INFORMATION,
+                "free_public_memory": C.CK_UNAVAILABLE_INFORMATION,
+                "total_private_memory": C.CK_UNAVAILABLE_INFORMATION,
+                "free_private_memory": C.CK_UNAVAILABLE_INFORMATION,
+                "hardware": HARDWARE, "firmware": FIRMWARE, "utc_time": b" " * 16}
+
+    def mechanism_list(self, slot_id):
+        self._token(slot_id)
+        return sorted(REGISTRY)
+
+    def mechanism_info(self, slot_id, ckm):
+        self._token(slot_id)
+        row = lookup(ckm)
+        return row.min_key, row.max_key, row.flags
+
+    def init_token(self, slot_id, so_pin, label):
+        token = self._token(slot_id)
+        with self._lock:
+            if any(s.slot_id == slot_id for s in self.sessions.values()):
+                raise CKRError(C.CKR_SESSION_EXISTS, "close the token's sessions first")
+            token.init_token(so_pin, token.label if token.is_admin else bytes(label))
+
+    def init_pin(self, handle, pin):
+        session, token = self._session(handle)
+        if token.login != C.CKU_SO:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "C_InitPIN needs the SO logged in")
+        if not session.rw:
+            raise CKRError(C.CKR_SESSION_READ_ONLY, "C_InitPIN needs a read/write session")
+        token.init_pin(pin)
+
+    def set_pin(self, handle, old_pin, new_pin):
+        session, token = self._session(handle)
+        if not session.rw:
+            raise CKRError(C.CKR_SESSION_READ_ONLY, "C_SetPIN needs a read/write session")
+        token.set_pin(C.CKU_SO if token.login == C.CKU_SO else C.CKU_USER, old_pin, new_pin)
+
+    # -- sessions ------------------------------------------------------------
+    def open_session(self, slot_id, flags):
+        token = self._token(slot_id)
+        if not flags & C.CKF_SERIAL_SESSION:
+            raise CKRError(C.CKR_SESSION_PARALLEL_NOT_SUPPORTED, "CKF_SERIAL_SESSION must be set")
+        if not token.initialized:
+            raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
+        rw = bool(flags & C.CKF_RW_SESSION)
+        with self._lock:
+            if not rw and token.login == C.CKU_SO:
+                raise CKRError(C.CKR_SESSION_READ_WRITE_SO_EXISTS, "the SO is logged in")
+            handle = self._next_session.new()
+            self.sessions[handle] = Session(handle, slot_id, rw)
+            return handle
+
+    def _session(self, handle):
+        session = self.sessions.get(handle)
+        if session is None:
+            raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"session {handle}")
+        return session, self.tokens[session.slot_id]
+
+    def close_session(self, handle):
+        with self._lock:
+            session, token = self._session(handle)
+            del self.sessions[handle]
+            for obj in [o for o in self.session_objects.values() if o.session == handle]:
+                del self.session_objects[obj.handle]
+            if not any(s.slot_id == session.slot_id for s in self.sessions.values()):
+                token.log_out()
+
+    def close_all_sessions(self, slot_id):
+        self._token(slot_id)
+        with self._lock:
+            for handle in [h for h, s in self.sessions.items() if s.slot_id == slot_id]:
+                self.close_session(handle)
+
+    def close_everything(self):
+        with self._lock:
+            for slot_id in self.slot_list():
+                self.close_all_sessions(slot_id)
+
+    def session_info(self, handle):
+        session, token = self._session(handle)
+        flags = C.CKF_SERIAL_SESSION | (C.CKF_RW_SESSION if session.rw else 0)
+        return session.slot_id, access.session_state(session, token), flags
+
+    def login(self, handle, user_type, pin):
+        session, token = self._session(handle)
+        if user_type == C.CKU_CONTEXT_SPECIFIC:
+            return self._context_login(session, token, pin)
+        if user_type not in (C.CKU_SO, C.CKU_USER):
+            raise CKRError(C.CKR_USER_TYPE_INVALID, f"user type {user_type}")
+        with self._lock:
+            if user_type == C.CKU_SO and token.login is None and any(
+                    not s.rw for s in self.sessions.values() if s.slot_id == session.slot_id):
+                raise CKRError(C.CKR_SESSION_READ_ONLY_EXISTS, "close read-only sessions first")
+            token.ensure_loaded()
+            token.log_in(user_type, pin)
+
+    def _context_login(self, session, token, pin):
+        if token.login != C.CKU_USER:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "context-specific login needs the user")
+        pending = [s for s in session.ops.values() if s.needs_context_login]
+        if not pending:
+            raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED, "no operation needs re-authentication")
+        token.check_pin(pin)
+        for state in pending:
+            state.needs_context_login = False
+
+    def cancel(self, handle, flags):
+        session, _ = self._session(handle)
+        for flag, kind in ((C.CKF_ENCRYPT, ENCRYPT), (C.CKF_DECRYPT, DECRYPT), (C.CKF_DIGEST, DIGEST),
+                           (C.CKF_SIGN, SIGN), (C.CKF_VERIFY, VERIFY), (C.CKF_FIND_OBJECTS, FIND)):
+            if flags & flag:
+                session.end(kind)
+
+    def logout(self, handle):
+        _, token = self._session(handle)
+        with self._lock:
+            if token.login is None:
+                raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "nobody is logged in")
+            token.log_out()
+
+    # -- objects -------------------------------------------------------------
+    def _object(self, token, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
+        obj = self.session_objects.get(handle) or token.objects.get(handle)
+        if obj is None or obj.slot != token.slot_id or not access.can_see(token, obj):
+            raise CKRError(error, f"object {handle}")
+        return obj
+
+    def _key(self, token, handle):
+        return self._object(token, handle, C.CKR_KEY_HANDLE_INVALID)
+
+    def _add_objects(self, session, token, attrs_list):
+        """Store new objects (token ones durably, all in one transaction) -> handles."""
+        for attrs in attrs_list:
+            access.check_write(session, token, attrs[C.CKA_TOKEN], attrs[C.CKA_PRIVATE])
+            if attrs.get(C.CKA_TRUSTED) and token.login != C.CKU_SO:
+                raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "only the SO sets CKA_TRUSTED")
+        with self._lock:
+            token.ensure_loaded()
+            persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
+            stored = iter(token.store_new(persistent)) if persistent else iter(())
+            handles = []
+            for attrs in attrs_list:
+                if attrs[C.CKA_TOKEN]:
+                    obj = next(stored)
+                else:
+                    obj = Obj(self.handles.new(), attrs, token.slot_id, session=session.handle)
+                    self.session_objects[obj.handle] = obj
+                handles.append(obj.handle)
+            return handles
+
+    def create_object(self, handle, template):
+        session, token = self._session(handle)
+        attrs = policy.new_object(policy.as_dict(template), policy.CREATE)
+        return self._add_objects(session, token, [attrs])[0]
+
+    def copy_object(self, handle, obj_handle, template):
+        session, token = self._session(handle)
+        obj = self._object(token, obj_handle)
+        if not obj.attrs.get(C.CKA_COPYABLE, True):
+            raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not copyable")
+        changes = policy.as_dict(template)
+        policy.check_change(obj.attrs, changes, token.login == C.CKU_SO, copying=True)
+        return self._add_objects(session, token, [{**obj.attrs, **changes}])[0]
+
+    def destroy_object(self, handle, obj_handle):
+        session, token = self._session(handle)
+        with self._lock:
+            obj = self._object(token, obj_handle)
+            access.check_write(session, token, obj.is_token, obj.is_private)
+            if not obj.attrs.get(C.CKA_DESTROYABLE, True):
+                raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not destroyable")
+            if obj.is_token:
+                token.store_delete(obj)
+            else:
+                del self.session_objects[obj.handle]
+
+    def object_size(self, handle, obj_handle):
+        _, token = self._session(handle)
+        obj = self._object(token, obj_handle)
+        return sum(len(v) if isinstance(v, bytes) else 8 for v in obj.attrs.values())
+
+    def get_attributes(self, handle, obj_handle, types):
+        """-> list of values, or CKRError instances for attributes that cannot be given."""
+        _, token = self._session(handle)
+        obj = self._object(token, obj_handle)
+        out = []
+        for attr_type in types:
+            try:
+                out.append(policy.visible_value(obj.attrs, attr_type))
+            except CKRError as exc:
+                out.append(exc)
+        return out
+
+    def set_attributes(self, handle, obj_handle, template):
+        session, token = self._session(handle)
+        with self._lock:
+            obj = self._object(token, obj_handle)
+            access.check_write(session, token, obj.is_token, obj.is_private)
+            changes = policy.as_dict(template)
+            policy.check_change(obj.attrs, changes, token.login == C.CKU_SO)
+            attrs = {**obj.attrs, **changes}
+            if obj.is_token:
+                token.store_update(obj, attrs)
+            else:
+                obj.replace_attrs(attrs)
+
+    def find_init(self, handle, template):
+        session, token = self._session(handle)
+        if FIND in session.ops:
+            raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
+        template = tuple(template)
+        with self._lock:
+            token.ensure_loaded()
+            candidates = list(token.objects.values()) + [
+                o for o in self.session_objects.values() if o.slot == token.slot_id]
+            found = [o.handle for o in candidates
+                     if access.can_see(token, o) and matches(o.attrs, template)]
+        session.begin(FIND, iter(found))
+
+    def find(self, handle, max_count):
+        session, _ = self._session(handle)
+        state = session.active(FIND)
+        out = []
+        for obj_handle in state.op:
+            out.append(obj_handle)
+            if len(out) >= max_count:
+                break
+        return out
+
+    def find_final(self, handle):
+        session, _ = self._session(handle)
+        session.active(FIND)
+        session.end(FIND)
+
+    # -- cryptographic operations -------------------------------------------
+    def _begin(self, handle, kind, mechanism, key_handle):
+        session, token = self._session(handle)
+        if kind in session.ops:
+            raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
+        key = self._key(token, key_handle) if key_handle is not None else None
+        op = operations.start(kind, mechanism, key, self._resolver(token))
+        session.begin(kind, op, key)
+
+    def _resolver(self, token):
+        return lambda obj_handle: self._key(token, obj_handle)
+
+    def encrypt_init(self, handle, mechanism, key):
+        self._begin(handle, ENCRYPT, mechanism, key)
+
+    def encrypt(self, handle, data, out_len):
+        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.oneshot(data), data, out_len, True)
+
+    def encrypt_update(self, handle, data, out_len):
+        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.update(data), data, out_len, False)
+
+    def encrypt_final(self, handle, out_len):
+        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.final(), None, out_len, True)
+
+    def decrypt_init(self, handle, mechanism, key):
+        self._begin(handle, DECRYPT, mechanism, key)
+
+    def decrypt(self, handle, data, out_len):
+        return self._session(handle)[0].produce(DECRYPT, lambda op: op.oneshot(data), data, out_len, True)
+
+    def decrypt_update(self, handle, data, out_len):
+        return self._session(handle)[0].produce(DECRYPT, lambda op: op.update(data), data, out_len, False)
+
+    def decrypt_final(self, handle, out_len):
+        return self._session(handle)[0].produce(DECRYPT, lambda op: op.final(), None, out_len, True)
+
+    def digest_init(self, handle, mechanism):
+        self._begin(handle, DIGEST, mechanism, None)
+
+    def digest(self, handle, data, out_len):
+        return self._session(handle)[0].produce(DIGEST, lambda op: op.oneshot(data), data, out_len, True)
+
+    def digest_update(self, handle, data):
+        self._session(handle)[0].consume(DIGEST, lambda op: op.update(data), False)
+
+    def digest_key(self, handle, key_handle):
+        session, token = self._session(handle)
+        key = self._key(token, key_handle)
+        if key.attrs[C.CKA_CLASS] != C.CKO_SECRET_KEY:
+            raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")
+        session.consume(DIGEST, lambda op: op.update(key.attrs[C.CKA_VALUE]), False)
+
+    def digest_final(self, handle, out_len):
+        return self._session(handle)[0].produce(DIGEST, lambda op: op.final(), None, out_len, True)
+
+    def sign_init(self, handle, mechanism, key):
+        self._begin(handle, SIGN, mechanism, key)
+
+    def sign(self, handle, data, out_len):
+        return self._session(handle)[0].produce(SIGN, lambda op: op.oneshot(data), data, out_len, True)
+
+    def sign_update(self, handle, data):
+        self._session(handle)[0].consume(SIGN, lambda op: op.update(data), False)
+
+    def sign_final(self, handle, out_len):
+        return self._session(handle)[0].produce(SIGN, lambda op: op.final(), None, out_len, True)
+
+    def verify_init(self, handle, mechanism, key):
+        self._begin(handle, VERIFY, mechanism, key)
+
+    def verify(self, handle, data, signature):
+        self._session(handle)[0].consume(VERIFY, lambda op: op.oneshot(data, signature), True)
+
+    def verify_update(self, handle, data):
+        self._session(handle)[0].consume(VERIFY, lambda op: op.update(data), False)
+
+    def verify_final(self, handle, signature):
+        self._session(handle)[0].consume(VERIFY, lambda op: op.final(signature), True)
+
+    # -- keys ----------------------------------------------------------------
+    def generate_key(self, handle, mechanism, template):
+        session, token = self._session(handle)
+        template = policy.as_dict(template)
+        cls, ckk, material = operations.generate(mechanism, template)
+        attrs = policy.new_object(template, policy.GENERATE, cls, ckk, mechanism.type, extra=material)
+        return self._add_objects(session, token, [attrs])[0]
+
+    def generate_key_pair(self, handle, mechanism, public_template, private_template):
+        session, token = self._session(handle)
+        public_template = policy.as_dict(public_template)
+        private_template = policy.as_dict(private_template)
+        ckk, public_material, private_material = operations.generate_pair(
+            mechanism, public_template, private_template)
+        public = policy.new_object(public_template, policy.GENERATE, C.CKO_PUBLIC_KEY, ckk,
+                                   mechanism.type, extra=public_material)
+        private = policy.new_object(private_template, policy.GENERATE, C.CKO_PRIVATE_KEY, ckk,
+                                    mechanism.type, extra=private_material)
+        return tuple(self._add_objects(session, token, [public, private]))
+
+    def wrap_key(self, handle, mechanism, wrapping_handle, key_handle):
+        _, token = self._session(handle)
+        wrapping_key = self._key(token, wrapping_handle)
+        key = self._object(token, key_handle, C.CKR_KEY_HANDLE_INVALID)
+        return operations.wrap(mechanism, wrapping_key, key)
+
+    def unwrap_key(self, handle, mechanism, unwrapping_handle, wrapped, template):
+        session, token = self._session(handle)
+        unwrapping_key = self._key(token, unwrapping_handle)
+        template = policy.as_dict(template)
+        cls, ckk, material = operations.unwrap(mechanism, unwrapping_key, wrapped, template)
+        attrs = policy.new_object(template, policy.UNWRAP, cls, ckk, extra=material)
+        return self._add_objects(session, token, [attrs])[0]
+
+    def derive_key(self, handle, mechanism, base_handle, template):
+        session, token = self._session(handle)
+        base = self._key(token, base_handle)
+        template = policy.as_dict(template)
+        cls, ckk, material = operations.derive(mechanism, base, template, self._resolver(token))
+        attrs = policy.new_object(template, policy.DERIVE, cls, ckk, base=base, extra=material)
+        return self._add_objects(session, token, [attrs])[0]
+
+    # -- random --------------------------------------------------------------
+    def seed_random(self, handle, seed):
+        self._session(handle)
+        raise CKRError(C.CKR_RANDOM_SEED_NOT_SUPPORTED, "the RNG is the OS's and takes no seed")
+
+    def generate_random(self, handle, length):
+        self._session(handle)
+        return os.urandom(length)

@@ -1,0 +1,154 @@
+"""The mechanism registry: one row per CKM, registered by the family modules.
+
+A family module defines an implementation object whose methods are the
+functions it supports (encrypt, decrypt, sign, verify, digest, generate,
+generate_pair, wrap, unwrap, derive) and registers rows naming it. Anything a
+family does not define is CKR_MECHANISM_INVALID, by default. Mechanisms get
+keys (objects with `.attrs` and `.cache`) and decoded parameters; they never
+see sessions or the store.
+
+The generic checks every operation needs (function allowed, key type, usage
+attribute, key size, CKA_ALLOWED_MECHANISMS) are made once, in
+`ptkhsm.hsm.operations`, from the row.
+"""
+
+import contextlib
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+
+from ... import constants as C
+from ...errors import CKRError
+
+REGISTRY = {}
+
+
+@dataclass(frozen=True)
+class Row:
+    ckm: int
+    impl: object
+    flags: int                     # CKF_ENCRYPT | CKF_SIGN | ... as C_GetMechanismInfo reports
+    key_types: tuple = ()          # CKK accepted as the operation's key
+    min_key: int = 0               # in the unit the spec gives for this mechanism (bits or bytes)
+    max_key: int = 0
+    info: dict = field(default_factory=dict)  # per-row data for the family (hash, sizes...)
+
+
+@dataclass(frozen=True)
+class KeyType:
+    """What a key type adds to the object model; registered by the family that owns it.
+
+    attrs: class -> the type-specific attributes an object of that class may carry.
+    required: class -> attributes C_CreateObject must be given.
+    complete(cls, attrs): checks the key material and fills derived attributes
+    (CKA_VALUE_LEN, CKA_CHECK_VALUE, CKA_MODULUS_BITS, CKA_PUBLIC_KEY_INFO...).
+    size(attrs): the key size in the unit the mechanisms of this type use.
+    export(cls, attrs) -> bytes: the key as C_WrapKey wraps it (raw value, PKCS#8).
+    load(cls, blob) -> attrs: the key material of an unwrapped key.
+    """
+
+    ckk: int
+    attrs: dict
+    required: dict
+    complete: object
+    size: object
+    export: object
+    load: object
+
+
+KEY_TYPES = {}
+
+
+def register_key_type(key_type):
+    KEY_TYPES[key_type.ckk] = key_type
+
+
+def key_type(ckk):
+    handler = KEY_TYPES.get(ckk)
+    if handler is None:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"key type {ckk:#x} not supported")
+    return handler
+
+
+def register(*rows):
+    for row in rows:
+        if row.ckm in REGISTRY:
+            raise ValueError(f"mechanism {C.CKM(row.ckm).name} registered twice")
+        REGISTRY[row.ckm] = row
+
+
+def lookup(ckm):
+    row = REGISTRY.get(ckm)
+    if row is None:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism {ckm:#x} not supported")
+    return row
+
+
+def name(ckm):
+    try:
+        return C.CKM(ckm).name
+    except ValueError:
+        return hex(ckm)
+
+
+@contextlib.contextmanager
+def crypto_errors(bad_data=C.CKR_ENCRYPTED_DATA_INVALID):
+    """The one place `cryptography`'s exceptions become CKR codes."""
+    try:
+        yield
+    except InvalidSignature:
+        raise CKRError(C.CKR_SIGNATURE_INVALID, "signature does not verify") from None
+    except InvalidTag:
+        raise CKRError(bad_data, "authentication tag does not match") from None
+    except UnsupportedAlgorithm as exc:
+        raise CKRError(C.CKR_MECHANISM_INVALID, str(exc)) from None
+
+
+class Buffered:
+    """A multi-part operation over a one-shot primitive: collects updates, runs at final.
+
+    Used where the primitive needs the whole input (RSA, EdDSA, GCM decrypt);
+    the spec allows it as long as the result is the same.
+    """
+
+    def __init__(self, oneshot):
+        self._oneshot = oneshot
+        self._parts = []
+
+    def update(self, data):
+        self._parts.append(bytes(data))
+        return b""
+
+    def final(self, *args):
+        return self._oneshot(b"".join(self._parts), *args)
+
+    def oneshot(self, data, *args):
+        return self._oneshot(data, *args)
+
+
+class HashThenSign:
+    """SHA*-RSA-PKCS(-PSS): hash incrementally, sign the digest at the end."""
+
+    __slots__ = ("_hash", "_sign")
+
+    def __init__(self, algorithm, sign):
+        self._hash = hashes.Hash(algorithm)
+        self._sign = sign
+
+    def update(self, data):
+        self._hash.update(data)
+
+    def final(self, *signature):
+        return self._sign(self._hash.finalize(), *signature)
+
+    def oneshot(self, data, *signature):
+        self._hash.update(data)
+        return self.final(*signature)
+
+
+def _load_families():
+    from . import aes, digest, ec, hmac, rsa  # noqa: F401  (each registers its rows)
+
+
+_load_families()

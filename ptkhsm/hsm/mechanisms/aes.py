@@ -1,0 +1,158 @@
+"""AES: key generation, ECB, CBC, CBC-PAD, CTR and GCM."""
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ... import constants as C
+from ... import mechparams as P
+from ...errors import CKRError
+from . import Buffered, Row, crypto_errors, register, register_key_type
+from .secret import SecretKeyGen, secret_key_type
+
+LENGTHS = (16, 24, 32)
+BLOCK = 16
+
+
+def kcv(value):
+    """AES check value (PKCS#11 3.0 §6.8): first 3 bytes of ECB(key, zero block)."""
+    encryptor = Cipher(algorithms.AES(value), modes.ECB()).encryptor()
+    return (encryptor.update(b"\0" * BLOCK) + encryptor.finalize())[:3]
+
+
+register_key_type(secret_key_type(C.CKK_AES, LENGTHS, kcv))
+
+
+class Stream:
+    """A cryptography cipher context (with optional PKCS#7 padding) as a PKCS#11 operation."""
+
+    __slots__ = ("_ctx", "_pad", "_unpad", "_length_error")
+
+    def __init__(self, ctx, length_error, pad=False, unpad=False):
+        self._ctx = ctx
+        self._pad = padding.PKCS7(128).padder() if pad else None
+        self._unpad = padding.PKCS7(128).unpadder() if unpad else None
+        self._length_error = length_error
+
+    def update(self, data):
+        if self._pad:
+            data = self._pad.update(data)
+        out = self._ctx.update(data)
+        if self._unpad:
+            out = self._unpad.update(out)
+        return out
+
+    def final(self):
+        try:
+            out = self._ctx.update(self._pad.finalize()) if self._pad else b""
+            out += self._ctx.finalize()
+        except ValueError:
+            raise CKRError(self._length_error, "input is not a whole number of blocks") from None
+        if self._unpad:
+            try:
+                out = self._unpad.update(out) + self._unpad.finalize()
+            except ValueError:
+                raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "bad padding") from None
+        return out
+
+    def oneshot(self, data):
+        return self.update(data) + self.final()
+
+
+def _iv(param):
+    if not isinstance(param, bytes) or len(param) != BLOCK:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "AES needs a 16-byte IV")
+    return param
+
+
+def _mode(row, param):
+    kind = row.info["mode"]
+    if kind == "ecb":
+        return modes.ECB()
+    if kind in ("cbc", "cbc-pad"):
+        return modes.CBC(_iv(param))
+    if kind == "ctr":
+        if not 1 <= param.counter_bits <= 128 or len(param.cb) != BLOCK:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CTR needs 1..128 counter bits and a 16-byte block")
+        return modes.CTR(param.cb)
+    raise AssertionError(kind)
+
+
+def _value(key):
+    return key.attrs[C.CKA_VALUE]
+
+
+class Aes(SecretKeyGen):
+    def encrypt(self, row, key, param):
+        if row.info["mode"] == "gcm":
+            return GcmEncrypt(_value(key), _gcm_param(param))
+        ctx = Cipher(algorithms.AES(_value(key)), _mode(row, param)).encryptor()
+        return Stream(ctx, C.CKR_DATA_LEN_RANGE, pad=row.info["mode"] == "cbc-pad")
+
+    def decrypt(self, row, key, param):
+        if row.info["mode"] == "gcm":
+            return _gcm_decrypt(_value(key), _gcm_param(param))
+        ctx = Cipher(algorithms.AES(_value(key)), _mode(row, param)).decryptor()
+        return Stream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE, unpad=row.info["mode"] == "cbc-pad")
+
+
+def _gcm_param(param):
+    if not isinstance(param, P.GcmParams):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "AES-GCM needs CK_GCM_PARAMS")
+    if not 8 <= len(param.iv) <= 128:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "GCM IV must be 8..128 bytes")
+    if param.tag_bits not in (32, 64, 96, 104, 112, 120, 128):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"GCM tag of {param.tag_bits} bits")
+    return param
+
+
+class GcmEncrypt:
+    __slots__ = ("_ctx", "_tag_len")
+
+    def __init__(self, value, param):
+        self._ctx = Cipher(algorithms.AES(value), modes.GCM(param.iv)).encryptor()
+        if param.aad:
+            self._ctx.authenticate_additional_data(param.aad)
+        self._tag_len = param.tag_bits // 8
+
+    def update(self, data):
+        return self._ctx.update(data)
+
+    def final(self):
+        return self._ctx.finalize() + self._ctx.tag[:self._tag_len]
+
+    def oneshot(self, data):
+        return self._ctx.update(data) + self.final()
+
+
+def _gcm_decrypt(value, param):
+    """Decryption releases nothing before the tag is checked (PKCS#11 3.0 §2.14.5)."""
+    tag_len = param.tag_bits // 8
+
+    def run(data):
+        if len(data) < tag_len:
+            raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "shorter than the tag")
+        if tag_len == 16 and len(param.iv) >= 8:
+            with crypto_errors():
+                return AESGCM(value).decrypt(param.iv, data, param.aad or None)
+        ctx = Cipher(algorithms.AES(value), modes.GCM(param.iv, data[-tag_len:], min_tag_length=tag_len)).decryptor()
+        if param.aad:
+            ctx.authenticate_additional_data(param.aad)
+        with crypto_errors():
+            return ctx.update(data[:-tag_len]) + ctx.finalize()
+
+    return Buffered(run)
+
+
+_AES = Aes()
+_CIPHER = C.CKF_ENCRYPT | C.CKF_DECRYPT
+_KEYS = (C.CKK_AES,)
+register(
+    Row(C.CKM_AES_KEY_GEN, _AES, C.CKF_GENERATE, min_key=16, max_key=32,
+        info={"ckk": C.CKK_AES, "lengths": LENGTHS}),
+    Row(C.CKM_AES_ECB, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "ecb"}),
+    Row(C.CKM_AES_CBC, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "cbc"}),
+    Row(C.CKM_AES_CBC_PAD, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "cbc-pad"}),
+    Row(C.CKM_AES_CTR, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "ctr"}),
+    Row(C.CKM_AES_GCM, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "gcm"}),
+)

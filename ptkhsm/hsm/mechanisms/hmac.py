@@ -1,0 +1,82 @@
+"""Generic secrets and HMAC."""
+
+from cryptography.hazmat.primitives import constant_time, hmac
+
+from ... import constants as C
+from ...errors import CKRError
+from . import Row, register, register_key_type
+from .digest import HASHES
+from .secret import SecretKeyGen, secret_key_type
+
+LENGTHS = range(1, 1025)
+MAX_KEY = 1024
+
+register_key_type(secret_key_type(C.CKK_GENERIC_SECRET, LENGTHS))
+
+
+class Mac:
+    __slots__ = ("_ctx", "_length")
+
+    def __init__(self, value, algorithm, length):
+        self._ctx = hmac.HMAC(value, algorithm)
+        self._length = length
+
+    def update(self, data):
+        self._ctx.update(data)
+
+    def final(self):
+        return self._ctx.finalize()[:self._length]
+
+    def oneshot(self, data):
+        self._ctx.update(data)
+        return self.final()
+
+
+class MacVerify(Mac):
+    __slots__ = ()
+
+    def final(self, signature):
+        if len(signature) != self._length:
+            raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"MAC of {len(signature)} bytes, {self._length} expected")
+        if not constant_time.bytes_eq(super().final(), signature):
+            raise CKRError(C.CKR_SIGNATURE_INVALID, "MAC does not verify")
+
+    def oneshot(self, data, signature):
+        self._ctx.update(data)
+        self.final(signature)
+
+
+class Hmac(SecretKeyGen):
+    def _length(self, row, param):
+        size = row.info["hash"].digest_size
+        if row.info.get("general"):
+            if not isinstance(param, int) or not 1 <= param <= size:
+                raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"MAC length must be 1..{size}")
+            return param
+        return size
+
+    def sign(self, row, key, param):
+        return Mac(key.attrs[C.CKA_VALUE], row.info["hash"](), self._length(row, param))
+
+    def verify(self, row, key, param):
+        return MacVerify(key.attrs[C.CKA_VALUE], row.info["hash"](), self._length(row, param))
+
+
+_HMAC = Hmac()
+_MAC = C.CKF_SIGN | C.CKF_VERIFY
+HMAC_OF = {
+    C.CKM_SHA_1: (C.CKM_SHA_1_HMAC, C.CKM_SHA_1_HMAC_GENERAL, C.CKK_SHA_1_HMAC),
+    C.CKM_SHA224: (C.CKM_SHA224_HMAC, C.CKM_SHA224_HMAC_GENERAL, C.CKK_SHA224_HMAC),
+    C.CKM_SHA256: (C.CKM_SHA256_HMAC, C.CKM_SHA256_HMAC_GENERAL, C.CKK_SHA256_HMAC),
+    C.CKM_SHA384: (C.CKM_SHA384_HMAC, C.CKM_SHA384_HMAC_GENERAL, C.CKK_SHA384_HMAC),
+    C.CKM_SHA512: (C.CKM_SHA512_HMAC, C.CKM_SHA512_HMAC_GENERAL, C.CKK_SHA512_HMAC),
+}
+
+register(Row(C.CKM_GENERIC_SECRET_KEY_GEN, _HMAC, C.CKF_GENERATE, min_key=1, max_key=MAX_KEY,
+             info={"ckk": C.CKK_GENERIC_SECRET, "lengths": LENGTHS}))
+for digest_ckm, (hmac_ckm, general_ckm, hmac_ckk) in HMAC_OF.items():
+    register_key_type(secret_key_type(hmac_ckk, LENGTHS))
+    keys = (C.CKK_GENERIC_SECRET, hmac_ckk)
+    register(Row(hmac_ckm, _HMAC, _MAC, keys, 1, MAX_KEY, info={"hash": HASHES[digest_ckm]}),
+             Row(general_ckm, _HMAC, _MAC, keys, 1, MAX_KEY,
+                 info={"hash": HASHES[digest_ckm], "general": True}))

@@ -1,0 +1,116 @@
+"""The preamble every cryptographic operation shares, written once.
+
+Looks the mechanism up, checks that it supports the function, that the key
+has the right type, size, usage attribute and CKA_ALLOWED_MECHANISMS, then
+asks the family implementation for the operation.
+"""
+
+from .. import constants as C
+from .. import mechparams
+from ..errors import CKRError
+from .mechanisms import key_type, lookup, name
+
+FUNCTION = {
+    "encrypt": (C.CKF_ENCRYPT, C.CKA_ENCRYPT),
+    "decrypt": (C.CKF_DECRYPT, C.CKA_DECRYPT),
+    "sign": (C.CKF_SIGN, C.CKA_SIGN),
+    "verify": (C.CKF_VERIFY, C.CKA_VERIFY),
+    "digest": (C.CKF_DIGEST, None),
+    "generate": (C.CKF_GENERATE, None),
+    "generate_pair": (C.CKF_GENERATE_KEY_PAIR, None),
+    "wrap": (C.CKF_WRAP, C.CKA_WRAP),
+    "unwrap": (C.CKF_UNWRAP, C.CKA_UNWRAP),
+    "derive": (C.CKF_DERIVE, C.CKA_DERIVE),
+}
+
+
+def _row_for(kind, mechanism):
+    row = lookup(mechanism.type)
+    if mechanism.param is not None and mechparams.kind_of(row.ckm) == mechparams.NONE:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"{name(row.ckm)} takes no parameter")
+    flag, _ = FUNCTION[kind]
+    if not row.flags & flag:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"{name(row.ckm)} cannot {kind}")
+    return row
+
+
+def check_key(kind, row, key):
+    _, usage = FUNCTION[kind]
+    ckk = key.attrs.get(C.CKA_KEY_TYPE)
+    if ckk not in row.key_types:
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{name(row.ckm)} does not take this key type")
+    if usage is not None and not key.attrs.get(usage):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key does not allow {kind}")
+    allowed = key.attrs.get(C.CKA_ALLOWED_MECHANISMS)
+    if allowed and row.ckm not in allowed:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"{name(row.ckm)} not in CKA_ALLOWED_MECHANISMS")
+    if row.max_key:
+        size = key_type(ckk).size(key.attrs)
+        if not row.min_key <= size <= row.max_key:
+            raise CKRError(C.CKR_KEY_SIZE_RANGE, f"key size {size} outside {row.min_key}..{row.max_key}")
+
+
+def _resolve_param(row, mechanism, resolve):
+    if mechparams.kind_of(row.ckm) == mechparams.KEY_HANDLE:
+        return resolve(mechanism.param)
+    return mechanism.param
+
+
+def start(kind, mechanism, key, resolve):
+    row = _row_for(kind, mechanism)
+    param = _resolve_param(row, mechanism, resolve)
+    if key is None:
+        return getattr(row.impl, kind)(row, param)
+    check_key(kind, row, key)
+    return getattr(row.impl, kind)(row, key, param)
+
+
+def generate(mechanism, template):
+    """-> (class, key type, material attributes) for C_GenerateKey."""
+    row = _row_for("generate", mechanism)
+    return row.impl.generate(row, mechanism.param, template)
+
+
+def generate_pair(mechanism, public_template, private_template):
+    """-> (key type, public material, private material) for C_GenerateKeyPair."""
+    row = _row_for("generate_pair", mechanism)
+    return row.impl.generate_pair(row, mechanism.param, public_template, private_template)
+
+
+def wrap(mechanism, wrapping_key, key):
+    row = _row_for("wrap", mechanism)
+    check_key("wrap", row, wrapping_key)
+    attrs = key.attrs
+    if attrs[C.CKA_CLASS] not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
+        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only secret and private keys can be wrapped")
+    if not attrs.get(C.CKA_EXTRACTABLE):
+        raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key is not extractable")
+    if attrs.get(C.CKA_WRAP_WITH_TRUSTED) and not wrapping_key.attrs.get(C.CKA_TRUSTED):
+        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped with a trusted key")
+    for attr_type, value in wrapping_key.attrs.get(C.CKA_WRAP_TEMPLATE, ()):
+        if attrs.get(attr_type) != value:
+            raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key does not match CKA_WRAP_TEMPLATE")
+    blob = key_type(attrs[C.CKA_KEY_TYPE]).export(attrs[C.CKA_CLASS], attrs)
+    return row.impl.wrap(row, wrapping_key, mechanism.param, blob)
+
+
+def unwrap(mechanism, unwrapping_key, wrapped, template):
+    """-> (class, key type, material) of the key inside `wrapped`; template is updated in place
+    with the unwrapping key's CKA_UNWRAP_TEMPLATE."""
+    row = _row_for("unwrap", mechanism)
+    check_key("unwrap", row, unwrapping_key)
+    for attr_type, value in unwrapping_key.attrs.get(C.CKA_UNWRAP_TEMPLATE, ()):
+        if template.setdefault(attr_type, value) != value:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "template conflicts with CKA_UNWRAP_TEMPLATE")
+    cls, ckk = template.get(C.CKA_CLASS), template.get(C.CKA_KEY_TYPE)
+    if cls is None or ckk is None:
+        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "unwrapping needs CKA_CLASS and CKA_KEY_TYPE")
+    blob = row.impl.unwrap(row, unwrapping_key, mechanism.param, wrapped)
+    return cls, ckk, key_type(ckk).load(cls, blob)
+
+
+def derive(mechanism, base, template, resolve):
+    row = _row_for("derive", mechanism)
+    check_key("derive", row, base)
+    param = _resolve_param(row, mechanism, resolve)
+    return row.impl.derive(row, base, param, template)

@@ -1,0 +1,85 @@
+"""Sessions and the life cycle of their operations.
+
+An operation ends when its result has been delivered or when it fails; a
+length query (the caller's buffer is absent or too small) keeps it alive and
+keeps the computed result, so the follow-up call returns the same bytes
+without computing twice.
+"""
+
+from .. import constants as C
+from ..errors import CKRError
+
+ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY, FIND = "encrypt", "decrypt", "digest", "sign", "verify", "find"
+
+
+class Active:
+    __slots__ = ("op", "pending", "key", "needs_context_login")
+
+    def __init__(self, op, key=None):
+        self.op = op
+        self.pending = None  # (input, output) held back by a length query
+        self.key = key
+        self.needs_context_login = bool(key is not None and key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
+
+
+class Session:
+    __slots__ = ("handle", "slot_id", "rw", "ops")
+
+    def __init__(self, handle, slot_id, rw):
+        self.handle = handle
+        self.slot_id = slot_id
+        self.rw = rw
+        self.ops = {}
+
+    def begin(self, kind, op, key=None):
+        if kind in self.ops:
+            raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
+        self.ops[kind] = Active(op, key)
+
+    def active(self, kind):
+        state = self.ops.get(kind)
+        if state is None:
+            raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED, f"no {kind} operation")
+        if state.needs_context_login:
+            self.ops.pop(kind)
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "key needs CKU_CONTEXT_SPECIFIC login")
+        return state
+
+    def end(self, kind):
+        self.ops.pop(kind, None)
+
+    def produce(self, kind, call, data, out_len, last):
+        """Run `call(op)` for `kind`, honouring the length-query convention.
+
+        out_len is the caller's buffer size (None: length query). The result is
+        returned in every case; the ABI decides what to copy. `last` says the
+        call ends the operation once its output is delivered.
+        """
+        state = self.active(kind)
+        if state.pending is not None and state.pending[0] == data:
+            result = state.pending[1]
+        else:
+            try:
+                result = call(state.op)
+            except BaseException:
+                self.ops.pop(kind, None)
+                raise
+        if out_len is None or len(result) > out_len:
+            state.pending = (data, result)
+        elif last:
+            self.ops.pop(kind, None)
+        else:
+            state.pending = None
+        return result
+
+    def consume(self, kind, call, last):
+        """Run an operation step that has no output (updates, verify)."""
+        state = self.active(kind)
+        try:
+            result = call(state.op)
+        except BaseException:
+            self.ops.pop(kind, None)
+            raise
+        if last:
+            self.ops.pop(kind, None)
+        return result

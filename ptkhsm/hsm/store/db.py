@@ -1,0 +1,137 @@
+"""The HSM's persistent store: one sqlite database per data directory.
+
+Rows are opaque to this module: the token layer hands it encoded (and, for
+private objects, sealed) blobs. Every change is one transaction, committed
+(synchronous=FULL) before the call returns. sqlite and OS errors become
+CKR_DEVICE_ERROR / CKR_DEVICE_MEMORY here, with the reason.
+"""
+
+import contextlib
+import os
+import sqlite3
+import threading
+
+from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
+from ...errors import CKRError
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    slot INTEGER PRIMARY KEY,
+    label BLOB NOT NULL,
+    so_salt BLOB, so_sealed BLOB,
+    user_salt BLOB, user_sealed BLOB,
+    so_failures INTEGER NOT NULL DEFAULT 0,
+    user_failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS objects (
+    uid INTEGER PRIMARY KEY AUTOINCREMENT,
+    slot INTEGER NOT NULL,
+    private INTEGER NOT NULL,
+    blob BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_slot ON objects(slot, private);
+"""
+
+TOKEN_FIELDS = ("label", "so_salt", "so_sealed", "user_salt", "user_sealed",
+                "so_failures", "user_failures")
+
+
+@contextlib.contextmanager
+def _device_errors(what):
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        rv = CKR_DEVICE_MEMORY if code == sqlite3.SQLITE_FULL else CKR_DEVICE_ERROR
+        raise CKRError(rv, f"store: {what}: {exc}") from None
+    except OSError as exc:
+        raise CKRError(CKR_DEVICE_ERROR, f"store: {what}: {exc.strerror}") from None
+
+
+class Store:
+    def __init__(self, datapath):
+        self.path = os.path.join(datapath, "ptkhsm.db")
+        self._lock = threading.RLock()
+        with _device_errors(f"open {self.path}"):
+            os.makedirs(datapath, mode=0o700, exist_ok=True)
+            old_umask = os.umask(0o077)
+            try:
+                self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                           isolation_level=None, timeout=30)
+            finally:
+                os.umask(old_umask)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._transaction():
+                for statement in _DDL.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif row[0] != str(SCHEMA_VERSION):
+                    raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0]}, "
+                                   f"this ptkhsm reads {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _data_version(self):
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def version(self):
+        """sqlite's data_version: changes when another connection (process) commits."""
+        with self._lock, _device_errors("poll"):
+            return self._data_version()
+
+    def token(self, slot):
+        with self._lock, _device_errors("read token"):
+            row = self._db.execute(f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens WHERE slot=?",
+                                   (slot,)).fetchone()
+        return dict(zip(TOKEN_FIELDS, row)) if row else None
+
+    def update_token(self, slot, **fields):
+        assignments = ", ".join(f"{name}=?" for name in fields)
+        with _device_errors("write token"), self._transaction():
+            self._db.execute(f"UPDATE tokens SET {assignments} WHERE slot=?", (*fields.values(), slot))
+
+    def init_token(self, slot, fields):
+        """Destroy the token's objects and write its new row, all or nothing."""
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        with _device_errors("initialise token"), self._transaction():
+            self._db.execute("DELETE FROM objects WHERE slot=?", (slot,))
+            self._db.execute("DELETE FROM tokens WHERE slot=?", (slot,))
+            self._db.execute(f"INSERT INTO tokens (slot, {names}) VALUES (?, {marks})",
+                             (slot, *fields.values()))
+
+    def objects(self, slot, private):
+        with self._lock, _device_errors("read objects"):
+            return self._db.execute("SELECT uid, blob FROM objects WHERE slot=? AND private=?",
+                                    (slot, int(private))).fetchall()
+
+    def insert(self, slot, rows):
+        """rows: [(private, blob)] stored in one transaction -> their uids."""
+        with _device_errors("store object"), self._transaction():
+            return [self._db.execute("INSERT INTO objects (slot, private, blob) VALUES (?, ?, ?)",
+                                     (slot, int(private), blob)).lastrowid
+                    for private, blob in rows]
+
+    def update(self, uid, private, blob):
+        with _device_errors("update object"), self._transaction():
+            self._db.execute("UPDATE objects SET private=?, blob=? WHERE uid=?", (int(private), blob, uid))
+
+    def delete(self, uid):
+        with _device_errors("delete object"), self._transaction():
+            self._db.execute("DELETE FROM objects WHERE uid=?", (uid,))

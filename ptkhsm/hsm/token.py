@@ -1,0 +1,225 @@
+"""A token: its PINs and login state, and the persistence of its token objects.
+
+Token objects are kept in memory (`objects`, handle -> Obj) and written
+through to the store. Public objects load when the token is first used;
+private ones are unsealed at user login and dropped at logout, so their
+plaintext never outlives the login.
+"""
+
+from .. import constants as C
+from .. import schema
+from ..errors import CKRError
+from .objects import Obj
+from .store import sealing
+
+SO, USER = C.CKU_SO, C.CKU_USER
+
+
+class PinPolicy:
+    def __init__(self, min_len, max_len, max_failures, iterations):
+        self.min_len, self.max_len = min_len, max_len
+        self.max_failures, self.iterations = max_failures, iterations
+
+    def check_length(self, pin):
+        if not self.min_len <= len(pin) <= self.max_len:
+            raise CKRError(C.CKR_PIN_LEN_RANGE,
+                           f"PIN length {len(pin)} outside {self.min_len}..{self.max_len}")
+
+
+class Token:
+    def __init__(self, slot_id, store, pins, handles, is_admin, admin_label=None):
+        self.slot_id = slot_id
+        self.store = store
+        self.pins = pins
+        self.handles = handles
+        self.is_admin = is_admin
+        self.admin_label = admin_label
+        self.login = None        # None, CKU_USER or CKU_SO
+        self.objects = {}        # handle -> Obj, token objects currently loaded
+        self._by_uid = {}        # uid -> Obj
+        self._data_key = None    # unsealed while someone is logged in
+        self._row = None
+        self._seen_version = None
+        self.reload_row()
+
+    # -- state ---------------------------------------------------------------
+    def reload_row(self):
+        self._row = self.store.token(self.slot_id)
+
+    @property
+    def initialized(self):
+        return self._row is not None
+
+    @property
+    def label(self):
+        if self.is_admin:
+            return self.admin_label
+        return self._row["label"] if self._row else b""
+
+    @property
+    def user_pin_set(self):
+        return bool(self._row and self._row["user_sealed"])
+
+    def flags(self):
+        flags = C.CKF_RNG | C.CKF_LOGIN_REQUIRED
+        if self.is_admin:
+            flags |= C.CKF_ADMIN_TOKEN
+        if not self._row:
+            return flags
+        flags |= C.CKF_TOKEN_INITIALIZED
+        if self.user_pin_set:
+            flags |= C.CKF_USER_PIN_INITIALIZED
+        flags |= self._counter_flags(self._row["user_failures"], C.CKF_USER_PIN_COUNT_LOW,
+                                     C.CKF_USER_PIN_FINAL_TRY, C.CKF_USER_PIN_LOCKED)
+        flags |= self._counter_flags(self._row["so_failures"], C.CKF_SO_PIN_COUNT_LOW,
+                                     C.CKF_SO_PIN_FINAL_TRY, C.CKF_SO_PIN_LOCKED)
+        return flags
+
+    def _counter_flags(self, failures, low, final, locked):
+        if failures >= self.pins.max_failures:
+            return locked
+        if failures == self.pins.max_failures - 1:
+            return final | low
+        return low if failures else 0
+
+    # -- PINs ----------------------------------------------------------------
+    def init_token(self, so_pin, label):
+        self.pins.check_length(so_pin)
+        if self._row:
+            self._verify(SO, so_pin)
+        data_key = sealing.new_data_key()
+        salt, sealed = sealing.seal_under_pin(so_pin, data_key, self.pins.iterations)
+        self.store.init_token(self.slot_id, {"label": label, "so_salt": salt, "so_sealed": sealed})
+        self.reload_row()
+        self._forget_objects()
+
+    def init_pin(self, pin):
+        self.pins.check_length(pin)
+        salt, sealed = sealing.seal_under_pin(pin, self._data_key, self.pins.iterations)
+        self.store.update_token(self.slot_id, user_salt=salt, user_sealed=sealed, user_failures=0)
+        self.reload_row()
+
+    def set_pin(self, who, old_pin, new_pin):
+        self.pins.check_length(new_pin)
+        data_key = self._verify(who, old_pin)
+        salt, sealed = sealing.seal_under_pin(new_pin, data_key, self.pins.iterations)
+        prefix = "so" if who == SO else "user"
+        self.store.update_token(self.slot_id, **{f"{prefix}_salt": salt, f"{prefix}_sealed": sealed})
+        self.reload_row()
+
+    def _verify(self, who, pin):
+        """Check a PIN against the sealed data key; counts failures. -> data key."""
+        self.reload_row()
+        prefix = "so" if who == SO else "user"
+        if not self._row or not self._row[f"{prefix}_sealed"]:
+            raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED if who == USER else C.CKR_TOKEN_NOT_RECOGNIZED,
+                           "PIN not initialised")
+        failures = self._row[f"{prefix}_failures"]
+        if failures >= self.pins.max_failures:
+            raise CKRError(C.CKR_PIN_LOCKED, "PIN locked after too many failures")
+        try:
+            data_key = sealing.unseal_with_pin(pin, self._row[f"{prefix}_salt"],
+                                               self._row[f"{prefix}_sealed"], self.pins.iterations)
+        except sealing.WrongKey:
+            self.store.update_token(self.slot_id, **{f"{prefix}_failures": failures + 1})
+            self.reload_row()
+            locked = failures + 1 >= self.pins.max_failures
+            raise CKRError(C.CKR_PIN_LOCKED if locked else C.CKR_PIN_INCORRECT, "wrong PIN") from None
+        if failures:
+            self.store.update_token(self.slot_id, **{f"{prefix}_failures": 0})
+            self.reload_row()
+        return data_key
+
+    def log_in(self, who, pin):
+        if self.login is not None:
+            raise CKRError(C.CKR_USER_ALREADY_LOGGED_IN if self.login == who
+                           else C.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "already logged in")
+        if who == USER and not self.user_pin_set:
+            raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED, "user PIN not initialised")
+        self._data_key = self._verify(who, pin)
+        self.login = who
+        if who == USER:
+            self._load(private=True)
+
+    def check_pin(self, pin):
+        """CKU_CONTEXT_SPECIFIC: the user's PIN again, without changing the login."""
+        self._verify(USER, pin)
+
+    def log_out(self):
+        self.login = None
+        self._data_key = None
+        for obj in [o for o in self.objects.values() if o.is_private]:
+            self._drop(obj)
+
+    # -- objects -------------------------------------------------------------
+    def ensure_loaded(self):
+        """Load (or refresh, after another process changed the store) the token objects."""
+        version = self.store.version()
+        if version != self._seen_version:
+            self._seen_version = version
+            self.reload_row()
+            self._load(private=False)
+            if self.login == USER:
+                self._load(private=True)
+
+    def _load(self, private):
+        rows = self.store.objects(self.slot_id, private)
+        present = set()
+        for uid, blob in rows:
+            present.add(uid)
+            attrs = self._decode(blob, private)
+            obj = self._by_uid.get(uid)
+            if obj is None:
+                self._add(self._new_obj(attrs, uid))
+            elif obj.attrs != attrs:
+                obj.replace_attrs(attrs)
+        for obj in [o for o in self._by_uid.values() if o.is_private == private and o.uid not in present]:
+            self._drop(obj)
+
+    def _new_obj(self, attrs, uid):
+        return Obj(self.handles.new(), attrs, self.slot_id, uid=uid)
+
+    def _add(self, obj):
+        self.objects[obj.handle] = obj
+        self._by_uid[obj.uid] = obj
+
+    def _drop(self, obj):
+        self.objects.pop(obj.handle, None)
+        self._by_uid.pop(obj.uid, None)
+
+    def _forget_objects(self):
+        self.objects.clear()
+        self._by_uid.clear()
+
+    def _encode(self, attrs):
+        plain = schema.encode_template(tuple(attrs.items()))
+        if attrs.get(C.CKA_PRIVATE):
+            if self._data_key is None:
+                raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private object without login")
+            return sealing.seal(self._data_key, plain, b"ptkhsm-object")
+        return plain
+
+    def _decode(self, blob, private):
+        if private:
+            try:
+                blob = sealing.unseal(self._data_key, blob, b"ptkhsm-object")
+            except sealing.WrongKey:
+                raise CKRError(C.CKR_DEVICE_ERROR, "a stored private object fails its integrity check") from None
+        return dict(schema.decode_template(blob))
+
+    def store_new(self, attrs_list):
+        """Persist new token objects in one transaction -> their Obj."""
+        uids = self.store.insert(self.slot_id, [(a.get(C.CKA_PRIVATE, False), self._encode(a))
+                                                for a in attrs_list])
+        objs = [self._new_obj(attrs, uid) for attrs, uid in zip(attrs_list, uids)]
+        for obj in objs:
+            self._add(obj)
+        return objs
+
+    def store_update(self, obj, attrs):
+        self.store.update(obj.uid, attrs.get(C.CKA_PRIVATE, False), self._encode(attrs))
+        obj.replace_attrs(attrs)
+
+    def store_delete(self, obj):
+        self.store.delete(obj.uid)
+        self._drop(obj)

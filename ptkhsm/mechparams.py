@@ -1,0 +1,109 @@
+"""Mechanism parameters as plain values, decoded from C structs by `ptkhsm.abi`.
+
+Each mechanism row in the registry names one of these kinds; the ABI holds
+the decoder per kind. Plain frozen dataclasses of ints and bytes so a future
+wire codec can carry them.
+"""
+
+from dataclasses import dataclass
+
+# Parameter kinds a registry row can name.
+NONE = "none"          # pParameter must be NULL / ulParameterLen 0
+BYTES = "bytes"        # raw bytes (IVs)
+OPTIONAL_BYTES = "optional-bytes"  # raw bytes, may be absent
+ULONG = "ulong"        # a single CK_ULONG (CK_MAC_GENERAL_PARAMS)
+GCM = "gcm"
+CTR = "ctr"
+PSS = "pss"
+OAEP = "oaep"
+ECDH1 = "ecdh1"
+EDDSA = "eddsa"
+KEY_HANDLE = "key-handle"   # CK_OBJECT_HANDLE (CONCATENATE_BASE_AND_KEY)
+DERIVE_DATA = "derive-data"  # CK_KEY_DERIVATION_STRING_DATA
+CBC_DERIVE = "cbc-derive"   # CK_AES_CBC_ENCRYPT_DATA_PARAMS / DES variant
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    type: int
+    param: object = None
+
+
+@dataclass(frozen=True)
+class GcmParams:
+    iv: bytes
+    iv_bits: int
+    aad: bytes
+    tag_bits: int
+
+
+@dataclass(frozen=True)
+class CtrParams:
+    counter_bits: int
+    cb: bytes
+
+
+@dataclass(frozen=True)
+class PssParams:
+    hash_alg: int
+    mgf: int
+    salt_len: int
+
+
+@dataclass(frozen=True)
+class OaepParams:
+    hash_alg: int
+    mgf: int
+    source: int
+    source_data: bytes
+
+
+@dataclass(frozen=True)
+class Ecdh1Params:
+    kdf: int
+    shared_data: bytes
+    public_data: bytes
+
+
+@dataclass(frozen=True)
+class EddsaParams:
+    prehash: bool
+    context: bytes
+
+
+@dataclass(frozen=True)
+class CbcDeriveParams:
+    iv: bytes
+    data: bytes
+
+
+def _kinds():
+    from . import constants as C
+    kinds = {
+        C.CKM_AES_CBC: BYTES, C.CKM_AES_CBC_PAD: BYTES, C.CKM_AES_CTR: CTR, C.CKM_AES_GCM: GCM,
+        C.CKM_DES3_CBC: BYTES, C.CKM_DES3_CBC_PAD: BYTES,
+        C.CKM_AES_KEY_WRAP: OPTIONAL_BYTES, C.CKM_AES_KEY_WRAP_PAD: OPTIONAL_BYTES,
+        C.CKM_AES_KEY_WRAP_KWP: OPTIONAL_BYTES,
+        C.CKM_RSA_PKCS_OAEP: OAEP, C.CKM_RSA_PKCS_PSS: PSS,
+        C.CKM_ECDH1_DERIVE: ECDH1, C.CKM_ECDH1_COFACTOR_DERIVE: ECDH1,
+        C.CKM_EDDSA: EDDSA, C.CKM_CONCATENATE_BASE_AND_KEY: KEY_HANDLE,
+        C.CKM_CONCATENATE_BASE_AND_DATA: DERIVE_DATA, C.CKM_CONCATENATE_DATA_AND_BASE: DERIVE_DATA,
+        C.CKM_XOR_BASE_AND_DATA: DERIVE_DATA,
+        C.CKM_AES_CBC_ENCRYPT_DATA: CBC_DERIVE, C.CKM_DES3_CBC_ENCRYPT_DATA: CBC_DERIVE,
+        C.CKM_AES_ECB_ENCRYPT_DATA: DERIVE_DATA, C.CKM_DES3_ECB_ENCRYPT_DATA: DERIVE_DATA,
+        C.CKM_AES_CMAC_GENERAL: ULONG,
+    }
+    for name in dir(C):
+        if name.startswith("CKM_SHA") and name.endswith("_RSA_PKCS_PSS"):
+            kinds[getattr(C, name)] = PSS
+        if name.startswith(("CKM_SHA", "CKM_MD5")) and name.endswith("_HMAC_GENERAL"):
+            kinds[getattr(C, name)] = ULONG
+    return kinds
+
+
+# Mechanism -> parameter kind. A mechanism not listed takes no parameter.
+KINDS = _kinds()
+
+
+def kind_of(ckm):
+    return KINDS.get(ckm, NONE)

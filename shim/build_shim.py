@@ -1,0 +1,238 @@
+"""Build libptkhsm.so with cffi's embedding API.
+
+The PKCS#11 entry points are small C functions (generated here from the
+OASIS `pkcs11f.h`, so no prototype is retyped) that call one `extern
+"Python"` function each and return CKR_GENERAL_ERROR if the embedded init
+code did not complete. The function lists and C_GetInterface* are plain C
+and never start Python.
+
+build(target_dir, version) -> path of the built library.
+"""
+
+import re
+import sys
+import sysconfig
+from pathlib import Path
+
+import cffi
+
+HERE = Path(__file__).resolve().parent
+INCLUDE = HERE / "include"
+
+# Functions answered in C without Python.
+PURE_C = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface"}
+LAST_3_0 = "C_MessageVerifyFinal"
+
+TYPES = """
+typedef unsigned char CK_BYTE;
+typedef CK_BYTE CK_CHAR;
+typedef CK_BYTE CK_UTF8CHAR;
+typedef CK_BYTE CK_BBOOL;
+typedef unsigned long int CK_ULONG;
+typedef long int CK_LONG;
+typedef CK_ULONG CK_FLAGS;
+typedef CK_BYTE *CK_BYTE_PTR;
+typedef CK_CHAR *CK_CHAR_PTR;
+typedef CK_UTF8CHAR *CK_UTF8CHAR_PTR;
+typedef CK_ULONG *CK_ULONG_PTR;
+typedef void *CK_VOID_PTR;
+typedef CK_VOID_PTR *CK_VOID_PTR_PTR;
+typedef CK_ULONG CK_NOTIFICATION;
+typedef CK_ULONG CK_SLOT_ID;
+typedef CK_SLOT_ID *CK_SLOT_ID_PTR;
+typedef CK_ULONG CK_SESSION_HANDLE;
+typedef CK_SESSION_HANDLE *CK_SESSION_HANDLE_PTR;
+typedef CK_ULONG CK_USER_TYPE;
+typedef CK_ULONG CK_STATE;
+typedef CK_ULONG CK_OBJECT_HANDLE;
+typedef CK_OBJECT_HANDLE *CK_OBJECT_HANDLE_PTR;
+typedef CK_ULONG CK_OBJECT_CLASS;
+typedef CK_ULONG CK_KEY_TYPE;
+typedef CK_ULONG CK_ATTRIBUTE_TYPE;
+typedef CK_ULONG CK_MECHANISM_TYPE;
+typedef CK_MECHANISM_TYPE *CK_MECHANISM_TYPE_PTR;
+typedef CK_ULONG CK_RV;
+typedef CK_ULONG CK_RSA_PKCS_MGF_TYPE;
+typedef CK_ULONG CK_RSA_PKCS_OAEP_SOURCE_TYPE;
+typedef CK_ULONG CK_EC_KDF_TYPE;
+typedef CK_RV (*CK_NOTIFY)(CK_SESSION_HANDLE, CK_NOTIFICATION, CK_VOID_PTR);
+
+typedef struct CK_VERSION { CK_BYTE major; CK_BYTE minor; } CK_VERSION;
+typedef CK_VERSION *CK_VERSION_PTR;
+typedef struct CK_INFO {
+  CK_VERSION cryptokiVersion; CK_UTF8CHAR manufacturerID[32]; CK_FLAGS flags;
+  CK_UTF8CHAR libraryDescription[32]; CK_VERSION libraryVersion;
+} CK_INFO;
+typedef CK_INFO *CK_INFO_PTR;
+typedef struct CK_SLOT_INFO {
+  CK_UTF8CHAR slotDescription[64]; CK_UTF8CHAR manufacturerID[32]; CK_FLAGS flags;
+  CK_VERSION hardwareVersion; CK_VERSION firmwareVersion;
+} CK_SLOT_INFO;
+typedef CK_SLOT_INFO *CK_SLOT_INFO_PTR;
+typedef struct CK_TOKEN_INFO {
+  CK_UTF8CHAR label[32]; CK_UTF8CHAR manufacturerID[32]; CK_UTF8CHAR model[16];
+  CK_CHAR serialNumber[16]; CK_FLAGS flags;
+  CK_ULONG ulMaxSessionCount; CK_ULONG ulSessionCount; CK_ULONG ulMaxRwSessionCount;
+  CK_ULONG ulRwSessionCount; CK_ULONG ulMaxPinLen; CK_ULONG ulMinPinLen;
+  CK_ULONG ulTotalPublicMemory; CK_ULONG ulFreePublicMemory;
+  CK_ULONG ulTotalPrivateMemory; CK_ULONG ulFreePrivateMemory;
+  CK_VERSION hardwareVersion; CK_VERSION firmwareVersion; CK_CHAR utcTime[16];
+} CK_TOKEN_INFO;
+typedef CK_TOKEN_INFO *CK_TOKEN_INFO_PTR;
+typedef struct CK_SESSION_INFO {
+  CK_SLOT_ID slotID; CK_STATE state; CK_FLAGS flags; CK_ULONG ulDeviceError;
+} CK_SESSION_INFO;
+typedef CK_SESSION_INFO *CK_SESSION_INFO_PTR;
+typedef struct CK_ATTRIBUTE { CK_ATTRIBUTE_TYPE type; CK_VOID_PTR pValue; CK_ULONG ulValueLen; } CK_ATTRIBUTE;
+typedef CK_ATTRIBUTE *CK_ATTRIBUTE_PTR;
+typedef struct CK_MECHANISM {
+  CK_MECHANISM_TYPE mechanism; CK_VOID_PTR pParameter; CK_ULONG ulParameterLen;
+} CK_MECHANISM;
+typedef CK_MECHANISM *CK_MECHANISM_PTR;
+typedef struct CK_MECHANISM_INFO { CK_ULONG ulMinKeySize; CK_ULONG ulMaxKeySize; CK_FLAGS flags; } CK_MECHANISM_INFO;
+typedef CK_MECHANISM_INFO *CK_MECHANISM_INFO_PTR;
+typedef struct CK_C_INITIALIZE_ARGS {
+  CK_RV (*CreateMutex)(CK_VOID_PTR_PTR); CK_RV (*DestroyMutex)(CK_VOID_PTR);
+  CK_RV (*LockMutex)(CK_VOID_PTR); CK_RV (*UnlockMutex)(CK_VOID_PTR);
+  CK_FLAGS flags; CK_VOID_PTR pReserved;
+} CK_C_INITIALIZE_ARGS;
+typedef struct CK_GCM_PARAMS {
+  CK_BYTE_PTR pIv; CK_ULONG ulIvLen; CK_ULONG ulIvBits; CK_BYTE_PTR pAAD; CK_ULONG ulAADLen;
+  CK_ULONG ulTagBits;
+} CK_GCM_PARAMS;
+typedef struct CK_AES_CTR_PARAMS { CK_ULONG ulCounterBits; CK_BYTE cb[16]; } CK_AES_CTR_PARAMS;
+typedef struct CK_RSA_PKCS_PSS_PARAMS {
+  CK_MECHANISM_TYPE hashAlg; CK_RSA_PKCS_MGF_TYPE mgf; CK_ULONG sLen;
+} CK_RSA_PKCS_PSS_PARAMS;
+typedef struct CK_RSA_PKCS_OAEP_PARAMS {
+  CK_MECHANISM_TYPE hashAlg; CK_RSA_PKCS_MGF_TYPE mgf; CK_RSA_PKCS_OAEP_SOURCE_TYPE source;
+  CK_VOID_PTR pSourceData; CK_ULONG ulSourceDataLen;
+} CK_RSA_PKCS_OAEP_PARAMS;
+typedef struct CK_ECDH1_DERIVE_PARAMS {
+  CK_EC_KDF_TYPE kdf; CK_ULONG ulSharedDataLen; CK_BYTE_PTR pSharedData;
+  CK_ULONG ulPublicDataLen; CK_BYTE_PTR pPublicData;
+} CK_ECDH1_DERIVE_PARAMS;
+typedef struct CK_EDDSA_PARAMS {
+  CK_BBOOL phFlag; CK_ULONG ulContextDataLen; CK_BYTE_PTR pContextData;
+} CK_EDDSA_PARAMS;
+typedef struct CK_KEY_DERIVATION_STRING_DATA { CK_BYTE_PTR pData; CK_ULONG ulLen; } CK_KEY_DERIVATION_STRING_DATA;
+typedef struct CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+  CK_BYTE iv[16]; CK_BYTE_PTR pData; CK_ULONG length;
+} CK_AES_CBC_ENCRYPT_DATA_PARAMS;
+typedef struct CK_DES_CBC_ENCRYPT_DATA_PARAMS {
+  CK_BYTE iv[8]; CK_BYTE_PTR pData; CK_ULONG length;
+} CK_DES_CBC_ENCRYPT_DATA_PARAMS;
+
+const char *ptkhsm_shim_path(void);
+void ptkhsm_mark_ready(void);
+const char *ptkhsm_shim_version(void);
+const char *ptkhsm_shim_sitedirs(void);
+"""
+
+_FUNC = re.compile(r"CK_PKCS11_FUNCTION_INFO\((\w+)\)\s*#ifdef CK_NEED_ARG_LIST\s*\((.*?)\);\s*#endif", re.S)
+
+
+def functions():
+    """[(name, [(type, arg)])] of the v2.40 and 3.0 interfaces, in header order."""
+    text = (INCLUDE / "pkcs11f.h").read_text()
+    out = []
+    for name, args in _FUNC.findall(text):
+        args = re.sub(r"/\*.*?\*/", "", args, flags=re.S)
+        params = []
+        for part in args.split(","):
+            words = part.split()
+            if words:
+                params.append((" ".join(words[:-1]), words[-1]))
+        out.append((name, params))
+        if name == LAST_3_0:
+            break
+    return out
+
+
+def python_functions():
+    return [(name, params) for name, params in functions() if name not in PURE_C]
+
+
+def _cdef():
+    lines = [TYPES]
+    for name, params in python_functions():
+        decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
+        lines.append(f'extern "Python" CK_RV ptk_{name}({decl});')
+    return "\n".join(lines)
+
+
+def _wrappers():
+    lines = []
+    for name, params in python_functions():
+        decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
+        lines.append(f"static CK_RV ptk_{name}({decl});")
+    for name, params in python_functions():
+        decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
+        call = ", ".join(a for _, a in params)
+        lines.append(f"CK_RV {name}({decl}) {{\n"
+                     f"    CK_RV rv = ptk_{name}({call});\n"
+                     f"    return ptkhsm_ready ? rv : CKR_GENERAL_ERROR;\n}}")
+    return "\n".join(lines)
+
+
+def _init_code(names):
+    return f'''
+import os, sys
+from _ptkhsm_shim import ffi, lib
+
+def _start():
+    # A C host starts Python with the base interpreter's sys.path: add the
+    # directories the module was installed into (and their .pth files).
+    import site
+    here = os.path.dirname(os.path.dirname(ffi.string(lib.ptkhsm_shim_path()).decode()))
+    for path in [here] + ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep):
+        if path and path not in sys.path:
+            site.addsitedir(path)
+    from ptkhsm.abi import entry
+    entry.attach(ffi, lib, {names!r})
+    lib.ptkhsm_mark_ready()
+
+_start()
+'''
+
+
+def build(target_dir, version, tmpdir):
+    config = sysconfig.get_config_vars()
+    libdir = config["LIBDIR"]
+    ldversion = config["LDVERSION"]
+    soname = config.get("INSTSONAME") or f"libpython{ldversion}.so.1.0"
+    sitedirs = ":".join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef())
+    ffi.embedding_api("")  # embedding mode; the exports are the C wrappers
+    c_part = (HERE / "ptkhsm_shim.c").read_text()
+    source = "\n".join([
+        f'#define PTKHSM_LIBPYTHON "{soname}"',
+        f'#define PTKHSM_PYTHONHOME "{sys.base_prefix}"',
+        f'#define PTKHSM_VERSION "{version}"',
+        f'#define PTKHSM_SITEDIRS "{sitedirs}"',
+        c_part,
+        _wrappers(),
+    ])
+    ffi.set_source("_ptkhsm_shim", source,
+                   include_dirs=[str(INCLUDE), str(HERE)],
+                   libraries=[f"python{ldversion}", "dl"],
+                   library_dirs=[libdir],
+                   extra_link_args=[f"-Wl,-rpath,{libdir}", "-Wl,-soname,libptkhsm.so"],
+                   extra_compile_args=["-Wno-deprecated-declarations"])
+    names = [name for name, _ in python_functions()]
+    ffi.embedding_init_code(_init_code(names))
+    target = Path(target_dir) / "libptkhsm.so"
+    built = ffi.compile(tmpdir=str(tmpdir), target=str(target), verbose=False)
+    return built
+
+
+if __name__ == "__main__":
+    # Development: build into the source tree (python shim/build_shim.py).
+    import re as _re
+    import tempfile
+
+    root = HERE.parent
+    version = _re.search(r'__version__ = "([^"]+)"', (root / "ptkhsm" / "__init__.py").read_text()).group(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(build(root / "ptkhsm", version, tmp))

@@ -1,0 +1,114 @@
+/* The C half of libptkhsm.so: everything that must work before, or without,
+ * the embedded Python. cffi's generated code has included Python.h already. */
+#include <dlfcn.h>
+#include <string.h>
+#include <wchar.h>
+#include <stdlib.h>
+
+#define CK_PTR *
+#define CK_DECLARE_FUNCTION(returnType, name) \
+    __attribute__((visibility("default"))) returnType name
+#define CK_DECLARE_FUNCTION_POINTER(returnType, name) returnType (* name)
+#define CK_CALLBACK_FUNCTION(returnType, name) returnType (* name)
+#ifndef NULL_PTR
+#define NULL_PTR 0
+#endif
+#include "pkcs11.h"
+
+/* Set by the init code as its last step. If the init code raised, cffi makes
+ * every extern "Python" function return 0 (CKR_OK): the wrappers check this
+ * flag so such a failure is CKR_GENERAL_ERROR, never a false CKR_OK. */
+static volatile int ptkhsm_ready = 0;
+
+void ptkhsm_mark_ready(void) { ptkhsm_ready = 1; }
+const char *ptkhsm_shim_version(void) { return PTKHSM_VERSION; }
+const char *ptkhsm_shim_sitedirs(void) { return PTKHSM_SITEDIRS; }
+
+const char *ptkhsm_shim_path(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&ptkhsm_shim_path, &info) && info.dli_fname)
+        return info.dli_fname;
+    return "";
+}
+
+/* Runs at dlopen. A host that loaded us RTLD_LOCAL would leave libpython's
+ * symbols invisible to Python's own extension modules: promote it to global.
+ * A host without Python gets the home of the Python we were built with, or
+ * the interpreter would take its stdlib from wherever the host binary lives. */
+__attribute__((constructor)) static void ptkhsm_on_load(void)
+{
+    static wchar_t home[4096];
+    dlopen(PTKHSM_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+    if (!Py_IsInitialized() && mbstowcs(home, PTKHSM_PYTHONHOME, 4095) != (size_t)-1)
+        Py_SetPythonHome(home);
+}
+
+#define CK_PKCS11_FUNCTION_INFO(name) name,
+
+#define CK_PKCS11_2_0_ONLY 1
+static CK_FUNCTION_LIST ptkhsm_list_2_40 = {
+    {2, 40},
+#include "pkcs11f.h"
+};
+#undef CK_PKCS11_2_0_ONLY
+
+#define CK_PKCS11_3_0_ONLY 1
+static CK_FUNCTION_LIST_3_0 ptkhsm_list_3_0 = {
+    {3, 0},
+#include "pkcs11f.h"
+};
+#undef CK_PKCS11_3_0_ONLY
+#undef CK_PKCS11_FUNCTION_INFO
+
+static CK_INTERFACE ptkhsm_interfaces[] = {
+    {(CK_UTF8CHAR_PTR)"PKCS 11", &ptkhsm_list_3_0, 0},
+    {(CK_UTF8CHAR_PTR)"PKCS 11", &ptkhsm_list_2_40, 0},
+};
+#define PTKHSM_INTERFACES (sizeof ptkhsm_interfaces / sizeof ptkhsm_interfaces[0])
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
+{
+    if (!ppFunctionList)
+        return CKR_ARGUMENTS_BAD;
+    *ppFunctionList = &ptkhsm_list_2_40;
+    return CKR_OK;
+}
+
+CK_RV C_GetInterfaceList(CK_INTERFACE_PTR pInterfacesList, CK_ULONG_PTR pulCount)
+{
+    if (!pulCount)
+        return CKR_ARGUMENTS_BAD;
+    if (!pInterfacesList) {
+        *pulCount = PTKHSM_INTERFACES;
+        return CKR_OK;
+    }
+    if (*pulCount < PTKHSM_INTERFACES) {
+        *pulCount = PTKHSM_INTERFACES;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(pInterfacesList, ptkhsm_interfaces, sizeof ptkhsm_interfaces);
+    *pulCount = PTKHSM_INTERFACES;
+    return CKR_OK;
+}
+
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,
+                     CK_INTERFACE_PTR_PTR ppInterface, CK_FLAGS flags)
+{
+    size_t i;
+    if (!ppInterface)
+        return CKR_ARGUMENTS_BAD;
+    for (i = 0; i < PTKHSM_INTERFACES; i++) {
+        CK_INTERFACE *candidate = &ptkhsm_interfaces[i];
+        CK_VERSION *version = (CK_VERSION *)candidate->pFunctionList;
+        if (pInterfaceName && strcmp((const char *)pInterfaceName, (const char *)candidate->pInterfaceName))
+            continue;
+        if (pVersion && (pVersion->major != version->major || pVersion->minor != version->minor))
+            continue;
+        if ((candidate->flags & flags) != flags)
+            continue;
+        *ppInterface = candidate;
+        return CKR_OK;
+    }
+    return CKR_ARGUMENTS_BAD;
+}
