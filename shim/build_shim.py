@@ -183,9 +183,13 @@ from _ptkhsm_shim import ffi, lib
 def _start():
     # A C host starts Python with the base interpreter's sys.path: add the
     # directories the module was installed into (and their .pth files).
+    # The package next to this library comes first, so the Python code is the
+    # one this library was built with, whatever else is on sys.path.
     import site
     here = os.path.dirname(os.path.dirname(ffi.string(lib.ptkhsm_shim_path()).decode()))
-    for path in [here] + ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep):
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    for path in ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep):
         if path and path not in sys.path:
             site.addsitedir(path)
     from ptkhsm.abi import entry

@@ -1,0 +1,51 @@
+# ptkhsm — the two commands of the README: `make demo` and `make test`.
+# Everything they need is installed here: Debian packages (as root, via apt),
+# Python packages pinned in pyproject.toml into .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit gcc make
+SRC := $(shell find ptkhsm shim -name '*.py' -o -name '*.c' -o -name '*.h') pyproject.toml setup.py
+
+.PHONY: all deps venv install demo test test-fast upstream bench conformance clean inplace
+all: install
+
+# Debian packages, only those missing (needs root on a fresh machine).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python $(SRC)
+	$(PIP) install -q --disable-pip-version-check setuptools==65.5.0 cffi==2.1.1
+	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
+	@touch $@
+
+install: deps $(STAMP)
+
+# Development: build libptkhsm.so into the source tree (use PTKHSM_MODULE=$(CURDIR)/ptkhsm/libptkhsm.so).
+inplace: $(VENV)/bin/python
+	$(PY) shim/build_shim.py
+
+demo: install
+	$(PY) tools/demo.py
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests conformance
+
+test-fast: install
+	$(PY) -m pytest -q -x -p no:cacheprovider tests
+
+clean:
+	rm -rf build *.egg-info ptkhsm/libptkhsm.so .cache
+
+-include mk/*.mk

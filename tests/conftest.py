@@ -1,0 +1,80 @@
+"""Shared fixtures: the real libptkhsm.so, a fresh data directory per test session.
+
+PTKHSM_MODULE selects the library (default: the installed one, as printed by
+`ptkhsm module`). Every test session gets its own ET_PTKC_SW_DATAPATH, set
+before python-pkcs11 loads the module (C_Initialize reads it).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_PIN = "1234"
+SO_PIN = "12345678"
+TOKEN_LABEL = "ptkhsm-test"
+
+
+def module_path():
+    path = os.environ.get("PTKHSM_MODULE")
+    if not path:
+        ptkhsm = Path(sys.executable).parent / "ptkhsm"
+        path = subprocess.run([str(ptkhsm), "module"], check=True, capture_output=True, text=True).stdout.strip()
+    return path
+
+
+MODULE = module_path()
+_DATA = tempfile.mkdtemp(prefix="ptkhsm-test-")
+os.environ["ET_PTKC_SW_DATAPATH"] = _DATA
+os.environ["ET_PTKC_SW_PIN_KDF_ITERATIONS"] = "1000"  # keep logins cheap in tests
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_DATA, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def module():
+    return MODULE
+
+
+def init_token(env=None, slot=0, label=TOKEN_LABEL):
+    """Initialise a token and its user PIN with pkcs11-tool, a real client."""
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", str(slot)]
+    subprocess.run(tool + ["--init-token", "--label", label, "--so-pin", SO_PIN],
+                   check=True, capture_output=True, env=env)
+    subprocess.run(tool + ["--init-pin", "--login", "--so-pin", SO_PIN, "--pin", USER_PIN],
+                   check=True, capture_output=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def lib():
+    import pkcs11
+    init_token()
+    return pkcs11.lib(MODULE)
+
+
+@pytest.fixture(scope="session")
+def token(lib):
+    """Slot 0's token, initialised with SO PIN 12345678 and user PIN 1234."""
+    return lib.get_token(token_label=TOKEN_LABEL)
+
+
+@pytest.fixture
+def session(token):
+    """A read/write session with the user logged in."""
+    with token.open(rw=True, user_pin=USER_PIN) as session:
+        yield session
+
+
+def fresh_env(**extra):
+    """Environment for a subprocess with its own data directory."""
+    env = dict(os.environ)
+    env["ET_PTKC_SW_DATAPATH"] = tempfile.mkdtemp(prefix="ptkhsm-sub-")
+    env.update(extra)
+    return env
