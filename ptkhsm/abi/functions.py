@@ -7,6 +7,7 @@ and is the one place where exceptions become CK_RV.
 
 import logging
 import os
+import threading
 
 from _ptkhsm_shim import ffi
 
@@ -19,6 +20,10 @@ from .marshal import NULL, require
 
 IMPLEMENTED = set()
 _state = {"library": None}
+_life = threading.Lock()  # C_Initialize / C_Finalize race from many threads (python-pkcs11 passes NULL)
+# A library inherited through fork() is never closed in the child: its sqlite
+# connection belongs to the parent's file locks.
+_forsaken = []
 
 
 def export(fn):
@@ -62,9 +67,6 @@ def C_Initialize(pInitArgs):
     from ..cryptoki.client import Cryptoki
     from ..errors import ConfigError
 
-    library = _state["library"]
-    if library is not None and library.pid == os.getpid():
-        raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised")
     if pInitArgs != NULL:
         args = ffi.cast("CK_C_INITIALIZE_ARGS *", pInitArgs)[0]
         if args.pReserved != NULL:
@@ -72,23 +74,31 @@ def C_Initialize(pInitArgs):
         given = [p != NULL for p in (args.CreateMutex, args.DestroyMutex, args.LockMutex, args.UnlockMutex)]
         if any(given) and not all(given):
             raise CKRError(C.CKR_ARGUMENTS_BAD, "give all four mutex functions or none")
-    try:
-        _state["library"] = Cryptoki()
-    except ConfigError as exc:
-        logger.error("configuration: %s", exc)
-        raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None
-    except CKRError as exc:
-        logger.error("cannot start the HSM: %s", exc)
-        raise
+    with _life:
+        library = _state["library"]
+        if library is not None and library.pid == os.getpid():
+            raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised")
+        if library is not None:
+            _forsaken.append(library)
+        try:
+            _state["library"] = Cryptoki()
+        except ConfigError as exc:
+            logger.error("configuration: %s", exc)
+            raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None
+        except CKRError as exc:
+            logger.error("cannot start the HSM: %s", exc)
+            raise
 
 
 @export
 def C_Finalize(pReserved):
-    api()
-    library = _state["library"]
     if pReserved != NULL:
+        api()
         raise CKRError(C.CKR_ARGUMENTS_BAD, "pReserved must be NULL")
-    _state["library"] = None
+    with _life:
+        api()
+        library = _state["library"]
+        _state["library"] = None
     library.finalize()
 
 

@@ -417,13 +417,13 @@ class HSM:
 
     def wrap_key(self, handle, mechanism, wrapping_handle, key_handle):
         _, token = self._session(handle)
-        wrapping_key = self._key(token, wrapping_handle)
+        wrapping_key = self._object(token, wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
         key = self._object(token, key_handle, C.CKR_KEY_HANDLE_INVALID)
         return operations.wrap(mechanism, wrapping_key, key)
 
     def unwrap_key(self, handle, mechanism, unwrapping_handle, wrapped, template):
         session, token = self._session(handle)
-        unwrapping_key = self._key(token, unwrapping_handle)
+        unwrapping_key = self._object(token, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
         template = policy.as_dict(template)
         cls, ckk, material = operations.unwrap(mechanism, unwrapping_key, wrapped, template)
         attrs = policy.new_object(template, policy.UNWRAP, cls, ckk, extra=material)
