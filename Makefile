@@ -30,7 +30,14 @@ $(STAMP): $(VENV)/bin/python $(SRC)
 	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
 	@touch $@
 
-install: deps $(STAMP)
+UPSTREAM := .cache/python_pkcs11-0.10.1
+$(UPSTREAM)/tests: | $(VENV)/bin/python
+	mkdir -p .cache
+	$(PIP) download -q --disable-pip-version-check --no-deps --no-binary :all: python-pkcs11==0.10.1 -d .cache
+	tar -xzf .cache/python_pkcs11-0.10.1.tar.gz -C .cache
+	@touch $@
+
+install: deps $(STAMP) $(UPSTREAM)/tests
 
 # Development: build libptkhsm.so into the source tree (use PTKHSM_MODULE=$(CURDIR)/ptkhsm/libptkhsm.so).
 inplace: $(VENV)/bin/python

@@ -222,7 +222,9 @@ def build(target_dir, version, tmpdir):
                    include_dirs=[str(INCLUDE), str(HERE)],
                    libraries=[f"python{ldversion}", "dl"],
                    library_dirs=[libdir],
-                   extra_link_args=[f"-Wl,-rpath,{libdir}", "-Wl,-soname,libptkhsm.so"],
+                   extra_link_args=[f"-Wl,-rpath,{libdir}", "-Wl,-soname,libptkhsm.so",
+                                    # never unmapped: an interpreter holds code and types from it
+                                    "-Wl,-z,nodelete"],
                    extra_compile_args=["-Wno-deprecated-declarations"])
     names = [name for name, _ in python_functions()]
     ffi.embedding_init_code(_init_code(names))

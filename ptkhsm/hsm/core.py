@@ -439,8 +439,14 @@ class HSM:
 
     # -- random --------------------------------------------------------------
     def seed_random(self, handle, seed):
+        """Mix the seed into the kernel's pool, which os.urandom draws from (no entropy
+        is credited, so a bad seed cannot weaken it)."""
         self._session(handle)
-        raise CKRError(C.CKR_RANDOM_SEED_NOT_SUPPORTED, "the RNG is the OS's and takes no seed")
+        try:
+            with open("/dev/urandom", "wb") as pool:
+                pool.write(seed)
+        except OSError as exc:
+            raise CKRError(C.CKR_RANDOM_SEED_NOT_SUPPORTED, f"cannot seed: {exc.strerror}") from None
 
     def generate_random(self, handle, length):
         self._session(handle)

@@ -37,6 +37,7 @@ class Token:
         self.login = None        # None, CKU_USER or CKU_SO
         self.objects = {}        # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
+        self._handle_of = {}     # uid -> handle, kept while the process lives
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
@@ -181,7 +182,11 @@ class Token:
             self._drop(obj)
 
     def _new_obj(self, attrs, uid):
-        return Obj(self.handles.new(), attrs, self.slot_id, uid=uid)
+        # A token object keeps its handle across logout/login and reloads.
+        handle = self._handle_of.get(uid)
+        if handle is None:
+            handle = self._handle_of[uid] = self.handles.new()
+        return Obj(handle, attrs, self.slot_id, uid=uid)
 
     def _add(self, obj):
         self.objects[obj.handle] = obj
@@ -194,6 +199,7 @@ class Token:
     def _forget_objects(self):
         self.objects.clear()
         self._by_uid.clear()
+        self._handle_of.clear()
 
     def _encode(self, attrs):
         plain = schema.encode_template(tuple(attrs.items()))

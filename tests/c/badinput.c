@@ -310,7 +310,8 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_WrapKey(s, &cbc, BAD, key, out, &len), CKR_WRAPPING_KEY_HANDLE_INVALID);
     EXPECT(f->C_UnwrapKey(s, &cbc, BAD, data, 16, aes_t, 1, &priv), CKR_UNWRAPPING_KEY_HANDLE_INVALID);
     EXPECT(f->C_DeriveKey(s, &cbc, BAD, aes_t, 1, &priv), CKR_KEY_HANDLE_INVALID);
-    EXPECT(f->C_SeedRandom(s, data, 4), CKR_RANDOM_SEED_NOT_SUPPORTED);
+    EXPECT(f->C_SeedRandom(s, data, 4), CKR_OK);
+    EXPECT(f->C_SeedRandom(s, NULL, 4), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GenerateRandom(s, NULL, 4), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GenerateRandom(BAD, out, 4), CKR_SESSION_HANDLE_INVALID);
     EXPECT(f->C_GenerateRandom(s, out, 0), CKR_OK);

@@ -1,0 +1,62 @@
+"""Dependencies point down the layers of DESIGN.md; a walk over the imports keeps it so."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ptkhsm"
+
+
+def imports_of(path):
+    """-> (module name, absolute names it imports)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = parts[:-1]
+    if parts[-1] == "__init__":
+        parts = package
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+                names.add(target)
+                names.update(f"{target}.{alias.name}" for alias in node.names)
+            else:
+                names.add(node.module)
+    return ".".join(parts), names
+
+
+def modules():
+    return [imports_of(p) for p in PACKAGE.rglob("*.py")]
+
+
+def test_only_abi_knows_cffi():
+    for module, names in modules():
+        if not module.startswith("ptkhsm.abi"):
+            assert not any(n.startswith(("cffi", "_ptkhsm_shim")) for n in names), module
+
+
+def test_hsm_never_reaches_up():
+    for module, names in modules():
+        if module.startswith("ptkhsm.hsm"):
+            bad = [n for n in names if n.startswith(("ptkhsm.abi", "ptkhsm.cryptoki", "ptkhsm.exttoken", "ptkhsm.cli"))]
+            assert not bad, (module, bad)
+
+
+def test_mechanisms_never_see_store_or_sessions():
+    for module, names in modules():
+        if module.startswith("ptkhsm.hsm.mechanisms"):
+            bad = [n for n in names if n.startswith(("ptkhsm.hsm.store", "ptkhsm.hsm.session", "ptkhsm.hsm.core",
+                                                     "ptkhsm.hsm.token"))]
+            assert not bad, (module, bad)
+
+
+def test_leaf_modules_import_nothing_above():
+    leaves = {"ptkhsm.constants", "ptkhsm.errors", "ptkhsm.schema", "ptkhsm.config", "ptkhsm.log",
+              "ptkhsm.mechparams"}
+    for module, names in modules():
+        if module in leaves:
+            inner = [n for n in names if n.startswith("ptkhsm.")
+                     and not any(n == leaf or n.startswith(leaf + ".") for leaf in leaves)]
+            assert not inner, (module, inner)
