@@ -26,7 +26,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python $(SRC)
-	$(PIP) install -q --disable-pip-version-check setuptools==65.5.0 cffi==2.1.1
+	$(PIP) install -q --disable-pip-version-check setuptools==84.2.1 cffi==2.1.1
 	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
 	@touch $@
 
@@ -44,7 +44,7 @@ inplace: $(VENV)/bin/python
 	$(PY) shim/build_shim.py
 
 demo: install
-	$(PY) tools/demo.py
+	VENV=$(VENV) tools/demo.sh
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests conformance

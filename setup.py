@@ -19,7 +19,7 @@ class BuildPyWithShim(build_py):
         version = re.search(r'__version__ = "([^"]+)"', (ROOT / "ptkhsm" / "__init__.py").read_text()).group(1)
         tmp = Path(self.build_lib).parent / "shim-tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        build(Path(self.build_lib) / "ptkhsm", version, tmp)
+        build(Path(self.build_lib).resolve() / "ptkhsm", version, tmp)
 
 
 class BinaryDistribution(Distribution):

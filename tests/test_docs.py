@@ -1,0 +1,26 @@
+"""The docs say what the code does: configuration items, unsupported functions."""
+
+import re
+
+from conftest import ROOT
+
+from ptkhsm.config import ITEMS
+
+
+def test_readme_lists_every_configuration_item():
+    readme = (ROOT / "README.md").read_text()
+    for name, item in ITEMS.items():
+        assert f"`{name}`" in readme, name
+
+
+def test_unsupported_functions_documented():
+    source = (ROOT / "ptkhsm" / "abi" / "functions.py").read_text()
+    block = source[source.index("_UNSUPPORTED = ("):]
+    block = block[:block.index(")")]
+    unsupported = set(re.findall(r'"(C_\w+)"', block))
+    doc = (ROOT / "docs" / "functions.md").read_text()
+    section = doc[doc.index("Return CKR_FUNCTION_NOT_SUPPORTED"):]
+    for name in unsupported - {n for n in unsupported if n.startswith(("C_Message", "C_EncryptMessage",
+                                                                      "C_DecryptMessage", "C_SignMessage",
+                                                                      "C_VerifyMessage"))}:
+        assert name in section, name
