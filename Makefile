@@ -30,11 +30,16 @@ $(STAMP): $(VENV)/bin/python $(SRC)
 	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
 	@touch $@
 
-UPSTREAM := .cache/python_pkcs11-0.10.1
+# python-pkcs11's own test suite (its sdist ships tests/), run against the module by
+# tests/test_upstream_python_pkcs11.py. Only tests/ is kept: the sdist's uncompiled
+# pkcs11/ package must not shadow the installed one. The pytest.ini stops pytest
+# from taking our configuration.
+UPSTREAM := .cache/python-pkcs11-0.10.1-tests
 $(UPSTREAM)/tests: | $(VENV)/bin/python
-	mkdir -p .cache
+	mkdir -p .cache $(UPSTREAM)
 	$(PIP) download -q --disable-pip-version-check --no-deps --no-binary :all: python-pkcs11==0.10.1 -d .cache
-	tar -xzf .cache/python_pkcs11-0.10.1.tar.gz -C .cache
+	tar -xzf .cache/python_pkcs11-0.10.1.tar.gz -C $(UPSTREAM) --strip-components=1 python_pkcs11-0.10.1/tests
+	printf '[pytest]\n' > $(UPSTREAM)/pytest.ini
 	@touch $@
 
 install: deps $(STAMP) $(UPSTREAM)/tests

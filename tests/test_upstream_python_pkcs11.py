@@ -11,7 +11,7 @@ import sys
 
 from conftest import MODULE, ROOT, SO_PIN, USER_PIN, fresh_env, init_token
 
-SUITE = ROOT / ".cache" / "python_pkcs11-0.10.1"
+SUITE = ROOT / ".cache" / "python-pkcs11-0.10.1-tests"
 
 
 def test_upstream_suite():
