@@ -24,3 +24,12 @@ def test_unsupported_functions_documented():
                                                                       "C_DecryptMessage", "C_SignMessage",
                                                                       "C_VerifyMessage"))}:
         assert name in section, name
+
+
+def test_mechanism_table_current():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gen", ROOT / "tools" / "gen_mechanism_table.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (ROOT / "docs" / "mechanisms.md").read_text() == gen.render(), \
+        "docs/mechanisms.md is stale: run python tools/gen_mechanism_table.py"
