@@ -125,7 +125,7 @@ def decode(attr_type, raw):
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{name(attr_type)}: CK_ULONG of {len(raw)} bytes")
         return _ULONG.unpack(raw)[0]
     if kind == DATE:
-        if len(raw) not in (0, 8) or not raw.isdigit() and raw:
+        if raw and (len(raw) != 8 or not raw.isdigit()):
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{name(attr_type)}: not a CK_DATE")
         return bytes(raw)
     if kind == MECHS:

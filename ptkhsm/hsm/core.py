@@ -123,11 +123,11 @@ class HSM:
         token = self._token(slot_id)
         if not flags & C.CKF_SERIAL_SESSION:
             raise CKRError(C.CKR_SESSION_PARALLEL_NOT_SUPPORTED, "CKF_SERIAL_SESSION must be set")
-        if not token.initialized and not token.refreshed().initialized:
-            raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
         rw = bool(flags & C.CKF_RW_SESSION)
         with self._lock:
             token.ensure_loaded()
+            if not token.initialized:
+                raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
             if not rw and token.login == C.CKU_SO:
                 raise CKRError(C.CKR_SESSION_READ_WRITE_SO_EXISTS, "the SO is logged in")
             handle = self._next_session.new()

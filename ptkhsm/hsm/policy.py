@@ -6,6 +6,8 @@ Flags per attribute come from `ptkhsm.schema`; key-type specifics come from
 the key type handlers the mechanism families register.
 """
 
+from cryptography.hazmat.primitives import hashes
+
 from .. import constants as C
 from .. import schema
 from ..errors import CKRError
@@ -161,7 +163,6 @@ def _set_history(attrs, origin, base):
 
 
 def _certificate_check_value(attrs):
-    from cryptography.hazmat.primitives import hashes
     digest = hashes.Hash(hashes.SHA1())
     digest.update(attrs[C.CKA_VALUE])
     computed = digest.finalize()[:3]

@@ -153,10 +153,6 @@ class Token:
             self._drop(obj)
 
     # -- objects -------------------------------------------------------------
-    def refreshed(self):
-        self.ensure_loaded()
-        return self
-
     def ensure_loaded(self):
         """Load (or refresh, after another process changed the store) the token objects."""
         version = self.store.version()
