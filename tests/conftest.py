@@ -8,24 +8,17 @@ before python-pkcs11 loads the module (C_Initialize reads it).
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from modulepath import module_path
+
 ROOT = Path(__file__).resolve().parent.parent
 USER_PIN = "1234"
 SO_PIN = "12345678"
 TOKEN_LABEL = "ptkhsm-test"
-
-
-def module_path():
-    path = os.environ.get("PTKHSM_MODULE")
-    if not path:
-        ptkhsm = Path(sys.executable).parent / "ptkhsm"
-        path = subprocess.run([str(ptkhsm), "module"], check=True, capture_output=True, text=True).stdout.strip()
-    return path
 
 
 MODULE = module_path()

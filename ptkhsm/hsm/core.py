@@ -295,7 +295,7 @@ class HSM:
         template = tuple(template)
         with self._lock:
             token.ensure_loaded()
-            candidates = list(token.objects.values()) + [
+            candidates = token.objects.candidates(template) + [
                 o for o in self.session_objects.values() if o.slot == token.slot_id]
             found = [o.handle for o in candidates
                      if access.can_see(token, o) and matches(o.attrs, template)]
@@ -425,8 +425,8 @@ class HSM:
         session, token = self._session(handle)
         unwrapping_key = self._object(token, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
         template = policy.as_dict(template)
-        cls, ckk, material = operations.unwrap(mechanism, unwrapping_key, wrapped, template)
-        attrs = policy.new_object(template, policy.UNWRAP, cls, ckk, extra=material)
+        origin, cls, ckk, material = operations.unwrap(mechanism, unwrapping_key, wrapped, template)
+        attrs = policy.new_object(template, origin, cls, ckk, extra=material)
         return self._add_objects(session, token, [attrs])[0]
 
     def derive_key(self, handle, mechanism, base_handle, template):

@@ -8,6 +8,7 @@ asks the family implementation for the operation.
 from .. import constants as C
 from .. import mechparams
 from ..errors import CKRError
+from . import policy
 from .mechanisms import key_type, lookup, name
 
 FUNCTION = {
@@ -23,6 +24,13 @@ FUNCTION = {
     "derive": (C.CKF_DERIVE, C.CKA_DERIVE),
 }
 
+# C_WrapKey and C_UnwrapKey name the key they reject (PKCS#11 v2.40 §5.14).
+KEY_ERRORS = {
+    "wrap": (C.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, C.CKR_WRAPPING_KEY_SIZE_RANGE),
+    "unwrap": (C.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, C.CKR_UNWRAPPING_KEY_SIZE_RANGE),
+}
+_KEY_ERRORS = (C.CKR_KEY_TYPE_INCONSISTENT, C.CKR_KEY_SIZE_RANGE)
+
 
 def _row_for(kind, mechanism):
     row = lookup(mechanism.type)
@@ -36,9 +44,10 @@ def _row_for(kind, mechanism):
 
 def check_key(kind, row, key):
     _, usage = FUNCTION[kind]
+    type_error, size_error = KEY_ERRORS.get(kind, _KEY_ERRORS)
     ckk = key.attrs.get(C.CKA_KEY_TYPE)
     if ckk not in row.key_types:
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{name(row.ckm)} does not take this key type")
+        raise CKRError(type_error, f"{name(row.ckm)} does not take this key type")
     if usage is not None and not key.attrs.get(usage):
         raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key does not allow {kind}")
     allowed = key.attrs.get(C.CKA_ALLOWED_MECHANISMS)
@@ -47,7 +56,7 @@ def check_key(kind, row, key):
     if row.max_key:
         size = key_type(ckk).size(key.attrs)
         if not row.min_key <= size <= row.max_key:
-            raise CKRError(C.CKR_KEY_SIZE_RANGE, f"key size {size} outside {row.min_key}..{row.max_key}")
+            raise CKRError(size_error, f"key size {size} outside {row.min_key}..{row.max_key}")
 
 
 def _resolve_param(row, mechanism, resolve):
@@ -78,35 +87,55 @@ def generate_pair(mechanism, public_template, private_template):
 
 
 def wrap(mechanism, wrapping_key, key):
+    """-> the wrapped key. A row with info["object"] (the PTK-C CKM_WRAPKEY_* mechanisms)
+    wraps a whole object, attributes included: it gets the attribute dict, takes any object
+    class, and gives the attributes back on unwrap."""
     row = _row_for("wrap", mechanism)
     check_key("wrap", row, wrapping_key)
     attrs = key.attrs
-    if attrs[C.CKA_CLASS] not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
+    cls = attrs[C.CKA_CLASS]
+    whole = row.info.get("object")
+    if not whole and cls not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only secret and private keys can be wrapped")
-    if not attrs.get(C.CKA_EXTRACTABLE):
+    if cls in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY) and not attrs.get(C.CKA_EXTRACTABLE):
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key is not extractable")
     if attrs.get(C.CKA_WRAP_WITH_TRUSTED) and not wrapping_key.attrs.get(C.CKA_TRUSTED):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped with a trusted key")
     for attr_type, value in wrapping_key.attrs.get(C.CKA_WRAP_TEMPLATE, ()):
         if attrs.get(attr_type) != value:
             raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key does not match CKA_WRAP_TEMPLATE")
-    blob = key_type(attrs[C.CKA_KEY_TYPE]).export(attrs[C.CKA_CLASS], attrs)
+    if whole:
+        return row.impl.wrap(row, wrapping_key, mechanism.param, dict(attrs))
+    blob = key_type(attrs[C.CKA_KEY_TYPE]).export(cls, attrs)
     return row.impl.wrap(row, wrapping_key, mechanism.param, blob)
 
 
 def unwrap(mechanism, unwrapping_key, wrapped, template):
-    """-> (class, key type, material) of the key inside `wrapped`; template is updated in place
-    with the unwrapping key's CKA_UNWRAP_TEMPLATE."""
+    """-> (origin, class, key type, material) for policy.new_object; template is updated in
+    place with the unwrapping key's CKA_UNWRAP_TEMPLATE.
+
+    origin UNWRAP: material is the key material, the template gives the rest.
+    origin RESTORE (info["object"] rows): material is the whole object from the cryptogram,
+    which the template then changes as C_CopyObject's template would."""
     row = _row_for("unwrap", mechanism)
     check_key("unwrap", row, unwrapping_key)
     for attr_type, value in unwrapping_key.attrs.get(C.CKA_UNWRAP_TEMPLATE, ()):
         if template.setdefault(attr_type, value) != value:
             raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "template conflicts with CKA_UNWRAP_TEMPLATE")
+    if row.info.get("object"):
+        attrs = row.impl.unwrap(row, unwrapping_key, mechanism.param, wrapped)
+        return policy.RESTORE, attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE), attrs
     cls, ckk = template.get(C.CKA_CLASS), template.get(C.CKA_KEY_TYPE)
     if cls is None or ckk is None:
         raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "unwrapping needs CKA_CLASS and CKA_KEY_TYPE")
     blob = row.impl.unwrap(row, unwrapping_key, mechanism.param, wrapped)
-    return cls, ckk, key_type(ckk).load(cls, blob)
+    length = template.get(C.CKA_VALUE_LEN)
+    if row.info.get("zero_pad") and cls == C.CKO_SECRET_KEY and length is not None:
+        # The mechanism padded the value with zeros to its block (AES key wrap): cut it back.
+        if length > len(blob) or blob[length:].strip(b"\0"):
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN does not fit the wrapped key")
+        blob = blob[:length]
+    return policy.UNWRAP, cls, ckk, key_type(ckk).load(cls, blob)
 
 
 def derive(mechanism, base, template, resolve):

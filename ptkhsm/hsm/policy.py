@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from .. import constants as C
 from .. import schema
 from ..errors import CKRError
-from .mechanisms import key_type
+from .mechanisms import KEY_TYPES, key_type
 
 STORAGE = {C.CKA_CLASS, C.CKA_TOKEN, C.CKA_PRIVATE, C.CKA_MODIFIABLE, C.CKA_LABEL,
            C.CKA_COPYABLE, C.CKA_DESTROYABLE, C.CKA_UNIQUE_ID}
@@ -38,8 +38,11 @@ CLASS_ATTRS = {
         C.CKA_UNWRAP, C.CKA_EXTRACTABLE, C.CKA_ALWAYS_SENSITIVE, C.CKA_NEVER_EXTRACTABLE,
         C.CKA_CHECK_VALUE, C.CKA_WRAP_WITH_TRUSTED, C.CKA_TRUSTED, C.CKA_WRAP_TEMPLATE,
         C.CKA_UNWRAP_TEMPLATE, C.CKA_DERIVE_TEMPLATE},
+    C.CKO_DOMAIN_PARAMETERS: STORAGE | {C.CKA_KEY_TYPE, C.CKA_LOCAL},
 }
 KEY_CLASSES = (C.CKO_PUBLIC_KEY, C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY)
+# Classes whose attributes depend on CKA_KEY_TYPE (the key type handler adds its own).
+TYPED_CLASSES = KEY_CLASSES + (C.CKO_DOMAIN_PARAMETERS,)
 SECRET_CLASSES = (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY)
 
 _COMMON_DEFAULTS = {C.CKA_TOKEN: False, C.CKA_MODIFIABLE: True, C.CKA_COPYABLE: True,
@@ -68,14 +71,20 @@ DEFAULTS = {
                        C.CKA_VERIFY: True, C.CKA_WRAP: True, C.CKA_UNWRAP: True,
                        C.CKA_EXTRACTABLE: False, C.CKA_WRAP_WITH_TRUSTED: False,
                        C.CKA_TRUSTED: False},
+    C.CKO_DOMAIN_PARAMETERS: {C.CKA_PRIVATE: False},
 }
 
 # What C_CreateObject must be given, beyond what the key type requires.
 REQUIRED = {C.CKO_CERTIFICATE: (C.CKA_CERTIFICATE_TYPE, C.CKA_SUBJECT, C.CKA_VALUE),
             C.CKO_PUBLIC_KEY: (C.CKA_KEY_TYPE,), C.CKO_PRIVATE_KEY: (C.CKA_KEY_TYPE,),
-            C.CKO_SECRET_KEY: (C.CKA_KEY_TYPE,)}
+            C.CKO_SECRET_KEY: (C.CKA_KEY_TYPE,), C.CKO_DOMAIN_PARAMETERS: (C.CKA_KEY_TYPE,)}
 
 CREATE, GENERATE, UNWRAP, DERIVE = "create", "generate", "unwrap", "derive"
+# An object given back whole, attributes included, by a vendor wrapping mechanism
+# (CKM_WRAPKEY_DES3_CBC): its attributes are restored, not made anew.
+RESTORE = "restore"
+# Never restored: a new object gets its own identity.
+_NOT_RESTORED = (C.CKA_UNIQUE_ID,)
 
 
 def as_dict(template):
@@ -101,16 +110,20 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
     template: dict from the caller. cls/ckk: what the operation implies (a
     template saying otherwise is inconsistent). extra: attributes the
     operation computed (key material). base: the base key for DERIVE.
+    RESTORE: extra is the whole object; the template changes it as C_CopyObject's would.
     """
+    if origin == RESTORE:
+        return _restore(template, extra)
     cls = _implied(template, C.CKA_CLASS, cls, "object class")
     if cls not in CLASS_ATTRS:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"object class {cls:#x} not supported")
-    if cls in KEY_CLASSES:
+    if cls in TYPED_CLASSES:
         ckk = _implied(template, C.CKA_KEY_TYPE, ckk, "key type")
-        key_type(ckk)
+        if cls not in key_type(ckk).attrs:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"key type {ckk:#x} has no object of class {cls:#x}")
     elif cls == C.CKO_CERTIFICATE and template.get(C.CKA_CERTIFICATE_TYPE, C.CKC_X_509) != C.CKC_X_509:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "only X.509 certificates are supported")
-    permitted = allowed(cls, ckk if cls in KEY_CLASSES else None)
+    permitted = allowed(cls, ckk if cls in TYPED_CLASSES else None)
     for attr_type, value in template.items():
         flags = schema.flags_of(attr_type)
         if attr_type not in permitted:
@@ -134,8 +147,33 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
         if cls in SECRET_CLASSES:
             _set_history(attrs, origin, base)
         key_type(ckk).complete(cls, attrs)
+    elif cls == C.CKO_DOMAIN_PARAMETERS:
+        attrs[C.CKA_KEY_TYPE] = ckk
+        attrs[C.CKA_LOCAL] = origin == GENERATE
+        key_type(ckk).complete(cls, attrs)
     elif cls == C.CKO_CERTIFICATE:
         _certificate_check_value(attrs)
+    return attrs
+
+
+def _restore(template, restored):
+    """The object of a CKM_WRAPKEY_* cryptogram (authenticated, so from this module, but
+    checked against the schema all the same), with the template's changes."""
+    attrs = {t: v for t, v in restored.items() if t not in _NOT_RESTORED}
+    cls, ckk = attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE)
+    if cls not in CLASS_ATTRS or (cls in TYPED_CLASSES and ckk not in KEY_TYPES):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object of an unsupported class or key type")
+    stray = [schema.name(t) for t in attrs if t not in allowed(cls, ckk if cls in TYPED_CLASSES else None)]
+    if stray:
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
+    # The SO-only rule for CKA_TRUSTED is enforced where every new object is added.
+    check_change(attrs, template, is_so=True, copying=True)
+    attrs.update(template)
+    if cls in TYPED_CLASSES:
+        try:
+            key_type(ckk).complete(cls, attrs)
+        except CKRError as exc:  # the template cannot touch the material: the cryptogram is wrong
+            raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object: {exc}") from None
     return attrs
 
 
@@ -154,8 +192,12 @@ def _set_history(attrs, origin, base):
         attrs[C.CKA_ALWAYS_SENSITIVE] = attrs[C.CKA_SENSITIVE]
         attrs[C.CKA_NEVER_EXTRACTABLE] = not attrs[C.CKA_EXTRACTABLE]
     elif origin == DERIVE and base is not None:
-        attrs[C.CKA_ALWAYS_SENSITIVE] = base.attrs[C.CKA_ALWAYS_SENSITIVE] and attrs[C.CKA_SENSITIVE]
-        attrs[C.CKA_NEVER_EXTRACTABLE] = (base.attrs[C.CKA_NEVER_EXTRACTABLE]
+        # A mechanism that mixes in a second key (CONCATENATE_BASE_AND_KEY) may lower
+        # these through `extra`; a template cannot carry them (READ_ONLY).
+        attrs[C.CKA_ALWAYS_SENSITIVE] = (attrs.get(C.CKA_ALWAYS_SENSITIVE, True)
+                                         and base.attrs[C.CKA_ALWAYS_SENSITIVE] and attrs[C.CKA_SENSITIVE])
+        attrs[C.CKA_NEVER_EXTRACTABLE] = (attrs.get(C.CKA_NEVER_EXTRACTABLE, True)
+                                          and base.attrs[C.CKA_NEVER_EXTRACTABLE]
                                           and not attrs[C.CKA_EXTRACTABLE])
     else:
         attrs[C.CKA_ALWAYS_SENSITIVE] = False

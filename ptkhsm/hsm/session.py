@@ -4,6 +4,12 @@ An operation ends when its result has been delivered or when it fails; a
 length query (the caller's buffer is absent or too small) keeps it alive and
 keeps the computed result, so the follow-up call returns the same bytes
 without computing twice.
+
+Single-part (C_Sign, C_Encrypt...) and multi-part (..Update, ..Final) calls do
+not mix within one operation (PKCS#11 3.0 §5.2): C_SignFinal after a C_Sign
+length query (pkcs11-tool --test-ec does this) would otherwise finish a
+primitive that C_Sign already finished, or sign nothing. It ends the operation
+with CKR_OPERATION_NOT_INITIALIZED: no multi-part operation is active.
 """
 
 from .. import constants as C
@@ -12,11 +18,15 @@ from ..errors import CKRError
 ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY, FIND = "encrypt", "decrypt", "digest", "sign", "verify", "find"
 
 
+SINGLE, MULTI = "single-part", "multi-part"
+
+
 class Active:
-    __slots__ = ("op", "pending", "key", "needs_context_login")
+    __slots__ = ("op", "pending", "key", "needs_context_login", "mode")
 
     def __init__(self, op, key=None):
         self.op = op
+        self.mode = None  # SINGLE or MULTI once the first call after init says which
         self.pending = None  # (input, output) held back by a length query
         self.key = key
         self.needs_context_login = bool(key is not None and key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
@@ -48,6 +58,15 @@ class Session:
     def end(self, kind):
         self.ops.pop(kind, None)
 
+    def _enter(self, kind, state, mode):
+        if mode is None:
+            return
+        if state.mode is not None and state.mode != mode:
+            self.ops.pop(kind, None)
+            raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED,
+                           f"{mode} call in a {state.mode} {kind} operation")
+        state.mode = mode
+
     def produce(self, kind, call, data, out_len, last):
         """Run `call(op)` for `kind`, honouring the length-query convention.
 
@@ -56,6 +75,7 @@ class Session:
         call ends the operation once its output is delivered.
         """
         state = self.active(kind)
+        self._enter(kind, state, SINGLE if last and data is not None else MULTI)
         if state.pending is not None and state.pending[0] == data:
             result = state.pending[1]
         else:
@@ -75,6 +95,7 @@ class Session:
     def consume(self, kind, call, last):
         """Run an operation step that has no output (updates, verify)."""
         state = self.active(kind)
+        self._enter(kind, state, None if last else MULTI)
         try:
             result = call(state.op)
         except BaseException:

@@ -9,7 +9,7 @@ plaintext never outlives the login.
 from .. import constants as C
 from .. import schema
 from ..errors import CKRError
-from .objects import Obj
+from .objects import Obj, ObjectTable
 from .store import sealing
 
 SO, USER = C.CKU_SO, C.CKU_USER
@@ -35,7 +35,7 @@ class Token:
         self.is_admin = is_admin
         self.admin_label = admin_label
         self.login = None        # None, CKU_USER or CKU_SO
-        self.objects = {}        # handle -> Obj, token objects currently loaded
+        self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
         self._handle_of = {}     # uid -> handle, kept while the process lives
         self._data_key = None    # unsealed while someone is logged in

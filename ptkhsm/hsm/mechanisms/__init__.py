@@ -7,6 +7,10 @@ family does not define is CKR_MECHANISM_INVALID, by default. Mechanisms get
 keys (objects with `.attrs` and `.cache`) and decoded parameters; they never
 see sessions or the store.
 
+wrap/unwrap take and give the key as KeyType.export/load bytes, except for a
+row whose info has "object" (the PTK-C CKM_WRAPKEY_* mechanisms): those wrap a
+whole object, so wrap gets the attribute dict and unwrap gives one back.
+
 The generic checks every operation needs (function allowed, key type, usage
 attribute, key size, CKA_ALLOWED_MECHANISMS) are made once, in
 `ptkhsm.hsm.operations`, from the row.
@@ -127,6 +131,36 @@ class Buffered:
         return self._oneshot(data, *args)
 
 
+# C_WrapKey/C_UnwrapKey by a cipher mechanism report the same failures under the
+# wrapping functions' own codes (PKCS#11 v3.0 §5.18).
+_WRAP_ERRORS = {C.CKR_DATA_LEN_RANGE: C.CKR_KEY_SIZE_RANGE}
+_UNWRAP_ERRORS = {C.CKR_ENCRYPTED_DATA_LEN_RANGE: C.CKR_WRAPPED_KEY_LEN_RANGE,
+                  C.CKR_ENCRYPTED_DATA_INVALID: C.CKR_WRAPPED_KEY_INVALID}
+
+
+@contextlib.contextmanager
+def _renamed(table):
+    try:
+        yield
+    except CKRError as exc:
+        if exc.rv in table:
+            raise CKRError(table[exc.rv], str(exc.args[0]) if exc.args else "") from None
+        raise
+
+
+class CipherWrap:
+    """Wrapping as single-part encryption of the exported key (CBC-PAD, AES key wrap):
+    for a family whose encrypt/decrypt already do the work."""
+
+    def wrap(self, row, wrapping_key, param, blob):
+        with _renamed(_WRAP_ERRORS):
+            return self.encrypt(row, wrapping_key, param).oneshot(blob)
+
+    def unwrap(self, row, key, param, wrapped):
+        with _renamed(_UNWRAP_ERRORS):
+            return self.decrypt(row, key, param).oneshot(wrapped)
+
+
 class HashThenSign:
     """SHA*-RSA-PKCS(-PSS): hash incrementally, sign the digest at the end."""
 
@@ -149,6 +183,10 @@ class HashThenSign:
 
 def _load_families():
     from . import aes, digest, ec, hmac, rsa  # noqa: F401  (each registers its rows)
+    from . import ecdh, eddsa  # noqa: F401
+    from . import aes_wrap, cmac, des, wrapkey  # noqa: F401
+    from . import aes_mac, dh, dsa  # noqa: F401
+    from . import derive  # noqa: F401  (last: its generic rows take every secret key type)
 
 
 _load_families()

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import Buffered, Row, crypto_errors, register, register_key_type
+from . import Buffered, CipherWrap, Row, crypto_errors, register, register_key_type
 from .secret import SecretKeyGen, secret_key_type
 
 LENGTHS = (16, 24, 32)
@@ -28,10 +28,10 @@ class Stream:
 
     __slots__ = ("_ctx", "_pad", "_unpad", "_length_error")
 
-    def __init__(self, ctx, length_error, pad=False, unpad=False):
+    def __init__(self, ctx, length_error, pad=False, unpad=False, block_bits=128):
         self._ctx = ctx
-        self._pad = padding.PKCS7(128).padder() if pad else None
-        self._unpad = padding.PKCS7(128).unpadder() if unpad else None
+        self._pad = padding.PKCS7(block_bits).padder() if pad else None
+        self._unpad = padding.PKCS7(block_bits).unpadder() if unpad else None
         self._length_error = length_error
 
     def update(self, data):
@@ -82,7 +82,7 @@ def _value(key):
     return key.attrs[C.CKA_VALUE]
 
 
-class Aes(SecretKeyGen):
+class Aes(SecretKeyGen, CipherWrap):
     def encrypt(self, row, key, param):
         if row.info["mode"] == "gcm":
             return GcmEncrypt(_value(key), _gcm_param(param))
@@ -152,7 +152,7 @@ register(
         info={"ckk": C.CKK_AES, "lengths": LENGTHS}),
     Row(C.CKM_AES_ECB, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "ecb"}),
     Row(C.CKM_AES_CBC, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "cbc"}),
-    Row(C.CKM_AES_CBC_PAD, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "cbc-pad"}),
+    Row(C.CKM_AES_CBC_PAD, _AES, _CIPHER | C.CKF_WRAP | C.CKF_UNWRAP, _KEYS, 16, 32, {"mode": "cbc-pad"}),
     Row(C.CKM_AES_CTR, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "ctr"}),
     Row(C.CKM_AES_GCM, _AES, _CIPHER, _KEYS, 16, 32, {"mode": "gcm"}),
 )

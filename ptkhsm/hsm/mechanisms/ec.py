@@ -1,4 +1,6 @@
-"""Elliptic curves over prime fields: key pairs and ECDSA."""
+"""Elliptic curves over prime fields: key pairs and ECDSA on P-192, P-224, P-256, P-384,
+P-521 and secp256k1 (P-192 and P-224 as PTK-C offers them; the weakest accepted
+security level, 96 bits, sits just above RSA-1024's)."""
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
@@ -10,12 +12,16 @@ from .digest import HASHES
 
 # DER of the namedCurve OIDs, and the names a PrintableString CKA_EC_PARAMS may carry.
 CURVES = {
+    bytes.fromhex("06082a8648ce3d030101"): ec.SECP192R1,
+    bytes.fromhex("06052b81040021"): ec.SECP224R1,
     bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1,
     bytes.fromhex("06052b81040022"): ec.SECP384R1,
     bytes.fromhex("06052b81040023"): ec.SECP521R1,
     bytes.fromhex("06052b8104000a"): ec.SECP256K1,
 }
-CURVE_NAMES = {"prime256v1": ec.SECP256R1, "secp256r1": ec.SECP256R1, "P-256": ec.SECP256R1,
+CURVE_NAMES = {"prime192v1": ec.SECP192R1, "secp192r1": ec.SECP192R1, "P-192": ec.SECP192R1,
+               "secp224r1": ec.SECP224R1, "P-224": ec.SECP224R1,
+               "prime256v1": ec.SECP256R1, "secp256r1": ec.SECP256R1, "P-256": ec.SECP256R1,
                "secp384r1": ec.SECP384R1, "P-384": ec.SECP384R1,
                "secp521r1": ec.SECP521R1, "P-521": ec.SECP521R1, "secp256k1": ec.SECP256K1}
 _OID_OF = {curve: oid for oid, curve in CURVES.items()}
@@ -144,7 +150,8 @@ _BY_SIZE = {20: hashes.SHA1, 28: hashes.SHA224, 32: hashes.SHA256, 48: hashes.SH
 
 def _prehashed(curve, data):
     """CKM_ECDSA signs any input: reduce it as ECDSA does (leftmost order-bits), then
-    present it to OpenSSL as a digest of a size that needs no further truncation."""
+    present it to OpenSSL as a digest it will read as the same number: one no longer
+    than the order, or a longer one shifted so that its leftmost order-bits are it."""
     bits = curve.key_size
     e = int.from_bytes(data, "big")
     if len(data) * 8 > bits:
@@ -153,6 +160,8 @@ def _prehashed(curve, data):
     for size, algorithm in _BY_SIZE.items():
         if need <= size and size * 8 <= bits:
             return e.to_bytes(size, "big"), utils.Prehashed(algorithm())
+        if size * 8 > bits:
+            return (e << (size * 8 - bits)).to_bytes(size, "big"), utils.Prehashed(algorithm())
     raise CKRError(C.CKR_DATA_LEN_RANGE, "input too long for CKM_ECDSA on this curve")
 
 
@@ -205,7 +214,7 @@ class Ecdsa:
 _ECDSA = Ecdsa()
 _KEYS = (C.CKK_EC,)
 _SIGN = C.CKF_SIGN | C.CKF_VERIFY | C.CKF_EC_F_P | C.CKF_EC_NAMEDCURVE | C.CKF_EC_UNCOMPRESS
-MIN_BITS, MAX_BITS = 256, 521
+MIN_BITS, MAX_BITS = 192, 521
 register(
     Row(C.CKM_EC_KEY_PAIR_GEN, _ECDSA, C.CKF_GENERATE_KEY_PAIR | C.CKF_EC_F_P | C.CKF_EC_NAMEDCURVE
         | C.CKF_EC_UNCOMPRESS, (), MIN_BITS, MAX_BITS),

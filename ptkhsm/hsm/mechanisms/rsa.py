@@ -1,4 +1,11 @@
-"""RSA: key pairs, PKCS#1 v1.5, PSS, OAEP and raw (X.509) operations."""
+"""RSA: key pairs, PKCS#1 v1.5, PSS, OAEP and raw (X.509) operations, and
+wrapping secret keys with PKCS#1 v1.5 or OAEP.
+
+Keys of 1024 to 4096 bits. PSS and the SHA*-RSA mechanisms take SHA-1, SHA-2
+and SHA-3. OAEP takes SHA-1 and SHA-2 for the hash and for MGF1, in any
+pairing: `cryptography` refuses OAEP with SHA-3, so we do too
+(CKR_MECHANISM_PARAM_INVALID).
+"""
 
 import os
 
@@ -8,15 +15,25 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
 from .digest import HASHES
 
 MIN_BITS, MAX_BITS = 1024, 4096
+# Signatures made with older, weaker keys (512-bit certificates) still verify;
+# nothing below MIN_BITS is generated, signs, encrypts or decrypts.
+VERIFY_MIN_BITS = 512
+
+
+def _strong(key):
+    bits = _int(key.attrs[C.CKA_MODULUS]).bit_length()
+    if bits < MIN_BITS:
+        raise CKRError(C.CKR_KEY_SIZE_RANGE, f"{bits}-bit RSA key: at least {MIN_BITS} bits except to verify")
 MGF_HASH = {C.CKG_MGF1_SHA1: hashes.SHA1, C.CKG_MGF1_SHA224: hashes.SHA224,
             C.CKG_MGF1_SHA256: hashes.SHA256, C.CKG_MGF1_SHA384: hashes.SHA384,
             C.CKG_MGF1_SHA512: hashes.SHA512, C.CKG_MGF1_SHA3_224: hashes.SHA3_224,
             C.CKG_MGF1_SHA3_256: hashes.SHA3_256, C.CKG_MGF1_SHA3_384: hashes.SHA3_384,
             C.CKG_MGF1_SHA3_512: hashes.SHA3_512}
+_SHA3 = (hashes.SHA3_224, hashes.SHA3_256, hashes.SHA3_384, hashes.SHA3_512)
 
 _PRIVATE_PARTS = (C.CKA_PRIVATE_EXPONENT, C.CKA_PRIME_1, C.CKA_PRIME_2, C.CKA_EXPONENT_1,
                   C.CKA_EXPONENT_2, C.CKA_COEFFICIENT)
@@ -215,22 +232,30 @@ def _check_sig_len(public, signature):
         raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"signature of {len(signature)} bytes, {k} expected")
 
 
-def _pss(param, digest_size=None):
+def _pss(param, key_bits):
     if not isinstance(param, P.PssParams) or param.hash_alg not in HASHES or param.mgf not in MGF_HASH:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "PSS needs CK_RSA_PKCS_PSS_PARAMS")
+    # RFC 8017 §9.1.1: emLen >= hLen + sLen + 2, emLen = ceil((modBits - 1) / 8)
+    longest = (key_bits - 1 + 7) // 8 - HASHES[param.hash_alg].digest_size - 2
+    if not 0 <= param.salt_len <= longest:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"PSS salt of {param.salt_len} bytes, at most {longest}")
     return padding.PSS(mgf=padding.MGF1(MGF_HASH[param.mgf]()), salt_length=param.salt_len)
 
 
 def _oaep(param):
     if not isinstance(param, P.OaepParams) or param.hash_alg not in HASHES or param.mgf not in MGF_HASH:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "OAEP needs CK_RSA_PKCS_OAEP_PARAMS")
+    if HASHES[param.hash_alg] in _SHA3 or MGF_HASH[param.mgf] in _SHA3:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "OAEP with SHA-3 is not supported")
     if param.source not in (0, C.CKZ_DATA_SPECIFIED):
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "OAEP source must be CKZ_DATA_SPECIFIED")
     return padding.OAEP(mgf=padding.MGF1(MGF_HASH[param.mgf]()), algorithm=HASHES[param.hash_alg](),
                         label=param.source_data or None)
 
 
-class Rsa:
+class Rsa(CipherWrap):
+    """Wrapping (CipherWrap): the key value is the message of PKCS#1 v1.5 or OAEP encryption."""
+
     def generate_pair(self, row, param, public_template, private_template):
         bits = public_template.get(C.CKA_MODULUS_BITS)
         if bits is None:
@@ -248,6 +273,7 @@ class Rsa:
         return C.CKK_RSA, public_attrs, attrs
 
     def encrypt(self, row, key, param):
+        _strong(key)
         public = public_key(key)
         kind = row.info["kind"]
         if kind == "raw":
@@ -262,6 +288,7 @@ class Rsa:
         return Buffered(run)
 
     def decrypt(self, row, key, param):
+        _strong(key)
         private = private_key(key)
         kind = row.info["kind"]
         k = (private.key_size + 7) // 8
@@ -279,6 +306,7 @@ class Rsa:
         return Buffered(run)
 
     def sign(self, row, key, param):
+        _strong(key)
         private = private_key(key)
         kind, digest = row.info["kind"], row.info.get("hash")
         if kind == "raw":
@@ -288,7 +316,7 @@ class Rsa:
                 return Buffered(lambda data: _pkcs1_sign_raw(private, data))
             return HashThenSign(digest(), lambda d: private.sign(d, padding.PKCS1v15(),
                                                                  utils.Prehashed(digest())))
-        pss = _pss(param)
+        pss = _pss(param, private.key_size)
         if digest is None:
             algorithm = HASHES[param.hash_alg]()
 
@@ -313,7 +341,7 @@ class Rsa:
             return Buffered(run_raw)
         if kind == "pkcs" and digest is None:
             return Buffered(lambda data, signature: _pkcs1_verify_raw(public, data, signature))
-        pad = padding.PKCS1v15() if kind == "pkcs" else _pss(param)
+        pad = padding.PKCS1v15() if kind == "pkcs" else _pss(param, public.key_size)
         if kind == "pss" and digest is not None and param.hash_alg != row.info["hash_ckm"]:
             raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "PSS hash does not match the mechanism")
         algorithm = digest or HASHES[param.hash_alg]
@@ -332,13 +360,14 @@ class Rsa:
 _RSA = Rsa()
 _KEYS = (C.CKK_RSA,)
 _ALL = C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_SIGN | C.CKF_VERIFY
+_WRAP = C.CKF_WRAP | C.CKF_UNWRAP
 register(
     Row(C.CKM_RSA_PKCS_KEY_PAIR_GEN, _RSA, C.CKF_GENERATE_KEY_PAIR, (), MIN_BITS, MAX_BITS),
-    Row(C.CKM_RSA_PKCS, _RSA, _ALL, _KEYS, MIN_BITS, MAX_BITS, info={"kind": "pkcs"}),
-    Row(C.CKM_RSA_X_509, _RSA, _ALL, _KEYS, MIN_BITS, MAX_BITS, info={"kind": "raw"}),
-    Row(C.CKM_RSA_PKCS_OAEP, _RSA, C.CKF_ENCRYPT | C.CKF_DECRYPT, _KEYS, MIN_BITS, MAX_BITS,
+    Row(C.CKM_RSA_PKCS, _RSA, _ALL | _WRAP, _KEYS, VERIFY_MIN_BITS, MAX_BITS, info={"kind": "pkcs"}),
+    Row(C.CKM_RSA_X_509, _RSA, _ALL, _KEYS, VERIFY_MIN_BITS, MAX_BITS, info={"kind": "raw"}),
+    Row(C.CKM_RSA_PKCS_OAEP, _RSA, C.CKF_ENCRYPT | C.CKF_DECRYPT | _WRAP, _KEYS, MIN_BITS, MAX_BITS,
         info={"kind": "oaep"}),
-    Row(C.CKM_RSA_PKCS_PSS, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, MIN_BITS, MAX_BITS,
+    Row(C.CKM_RSA_PKCS_PSS, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
         info={"kind": "pss"}),
 )
 for _ckm, _pkcs, _pss_ckm in (
@@ -346,10 +375,14 @@ for _ckm, _pkcs, _pss_ckm in (
         (C.CKM_SHA224, C.CKM_SHA224_RSA_PKCS, C.CKM_SHA224_RSA_PKCS_PSS),
         (C.CKM_SHA256, C.CKM_SHA256_RSA_PKCS, C.CKM_SHA256_RSA_PKCS_PSS),
         (C.CKM_SHA384, C.CKM_SHA384_RSA_PKCS, C.CKM_SHA384_RSA_PKCS_PSS),
-        (C.CKM_SHA512, C.CKM_SHA512_RSA_PKCS, C.CKM_SHA512_RSA_PKCS_PSS)):
+        (C.CKM_SHA512, C.CKM_SHA512_RSA_PKCS, C.CKM_SHA512_RSA_PKCS_PSS),
+        (C.CKM_SHA3_224, C.CKM_SHA3_224_RSA_PKCS, C.CKM_SHA3_224_RSA_PKCS_PSS),
+        (C.CKM_SHA3_256, C.CKM_SHA3_256_RSA_PKCS, C.CKM_SHA3_256_RSA_PKCS_PSS),
+        (C.CKM_SHA3_384, C.CKM_SHA3_384_RSA_PKCS, C.CKM_SHA3_384_RSA_PKCS_PSS),
+        (C.CKM_SHA3_512, C.CKM_SHA3_512_RSA_PKCS, C.CKM_SHA3_512_RSA_PKCS_PSS)):
     register(
-        Row(_pkcs, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, MIN_BITS, MAX_BITS,
+        Row(_pkcs, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
             info={"kind": "pkcs", "hash": HASHES[_ckm]}),
-        Row(_pss_ckm, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, MIN_BITS, MAX_BITS,
+        Row(_pss_ckm, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
             info={"kind": "pss", "hash": HASHES[_ckm], "hash_ckm": _ckm}),
     )

@@ -1,0 +1,231 @@
+"""PKCS #3 Diffie-Hellman: domain parameters, key pairs and CKM_DH_PKCS_DERIVE.
+
+Primes of 1024 to 8192 bits (parameter generation: up to 4096, generator 2).
+The derive parameter is the other party's public value, a big-endian
+integer. The secret value Z is as long as the prime (PKCS #3); the derived
+key is its trailing CKA_VALUE_LEN bytes (PKCS#11: "the truncation removes
+bytes from the leading end of the secret value"), or as many as the DES key
+types have, or all of Z.
+
+`cryptography` 50 deprecates finite-field DH; its names are fetched once,
+below, so the HSM does not warn on every use. OpenSSL checks a prime it does
+not know each time a key is loaded (0.2 s for a 2048-bit safe prime, 1 s at
+2236 bits); validated parameters are cached, and so are the key objects.
+"""
+
+import functools
+import secrets
+import warnings
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
+
+from ... import constants as C
+from ...errors import CKRError
+from . import KeyType, Row, register, register_key_type
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    from cryptography.hazmat.primitives.asymmetric.dh import (
+        DHParameterNumbers, DHPrivateKey, DHPrivateNumbers, DHPublicNumbers, generate_parameters)
+
+MIN_BITS, MAX_BITS = 1024, 8192
+MAX_GENERATE_BITS = 4096
+GENERATOR = 2
+_DOMAIN = (C.CKA_PRIME, C.CKA_BASE)
+FIXED_LENGTH = {C.CKK_DES: 8, C.CKK_DES2: 16, C.CKK_DES3: 24}
+DH_KEY_AGREEMENT = bytes.fromhex("06092a864886f70d010301")  # OID 1.2.840.113549.1.3.1 (PKCS #3)
+
+
+def _int(raw):
+    return int.from_bytes(raw, "big")
+
+
+def _bytes(value):
+    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+
+
+def _der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = (n.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + n.to_bytes(size, "big") + body
+
+
+def _der_int(value):
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def spki(p, g, y):
+    """SubjectPublicKeyInfo of a PKCS #3 DH key (dhKeyAgreement, DHParameter), as OpenSSL writes it."""
+    algorithm = _der(0x30, DH_KEY_AGREEMENT + _der(0x30, _der_int(p) + _der_int(g)))
+    return _der(0x30, algorithm + _der(0x03, b"\0" + _der_int(y)))
+
+
+@functools.lru_cache(maxsize=32)
+def _parameters(p, g):
+    """Validated parameters (OpenSSL checks the prime: slow, hence the cache)."""
+    try:
+        return DHParameterNumbers(p, g).parameters()
+    except ValueError:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "invalid DH domain parameters") from None
+
+
+def _domain(attrs):
+    missing = [t for t in _DOMAIN if t not in attrs]
+    if missing:
+        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "DH needs CKA_PRIME and CKA_BASE")
+    p, g = _int(attrs[C.CKA_PRIME]), _int(attrs[C.CKA_BASE])
+    if not 1 < g < p - 1:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "DH base out of range")
+    return p, g
+
+
+def _check_public(y, p, error):
+    if not 1 < y < p - 1:
+        raise CKRError(error, "DH public value out of range")
+
+
+def _private_from_attrs(attrs):
+    p, g = _domain(attrs)
+    x = _int(attrs[C.CKA_VALUE])
+    numbers = _parameters(p, g).parameter_numbers()
+    try:
+        return DHPrivateNumbers(x, DHPublicNumbers(pow(g, x, p), numbers)).private_key()
+    except ValueError:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "invalid DH private key") from None
+
+
+def private_key(key):
+    cached = key.cache.get("dh-private")
+    if cached is None:
+        cached = key.cache["dh-private"] = _private_from_attrs(key.attrs)
+    return cached
+
+
+def _complete(cls, attrs):
+    p, g = _domain(attrs)
+    _parameters(p, g)
+    if cls == C.CKO_DOMAIN_PARAMETERS:
+        if attrs.get(C.CKA_PRIME_BITS, p.bit_length()) != p.bit_length():
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_PRIME_BITS does not match CKA_PRIME")
+        attrs[C.CKA_PRIME_BITS] = p.bit_length()
+        return
+    value = _int(attrs[C.CKA_VALUE])
+    if cls == C.CKO_PUBLIC_KEY:
+        _check_public(value, p, C.CKR_ATTRIBUTE_VALUE_INVALID)
+        y = value
+    else:
+        if not 0 < value < p - 1:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "DH private value out of range")
+        if attrs.get(C.CKA_VALUE_BITS, value.bit_length()) != value.bit_length():
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_BITS does not match CKA_VALUE")
+        attrs[C.CKA_VALUE_BITS] = value.bit_length()
+        y = pow(g, value, p)
+    attrs[C.CKA_PUBLIC_KEY_INFO] = spki(p, g, y)
+
+
+def _export(cls, attrs):
+    return _private_from_attrs(attrs).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _load(cls, blob):
+    if cls != C.CKO_PRIVATE_KEY:
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "DH keys unwrap as private keys")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            private = serialization.load_der_private_key(blob, None)
+    except (ValueError, TypeError):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 DH private key") from None
+    if not isinstance(private, DHPrivateKey):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DH key")
+    numbers = private.private_numbers()
+    params = numbers.public_numbers.parameter_numbers  # an X9.42 key's q is not kept: CKK_DH has none
+    return {C.CKA_PRIME: _bytes(params.p), C.CKA_BASE: _bytes(params.g), C.CKA_VALUE: _bytes(numbers.x)}
+
+
+register_key_type(KeyType(
+    ckk=C.CKK_DH,
+    attrs={C.CKO_PUBLIC_KEY: frozenset({*_DOMAIN, C.CKA_VALUE}),
+           C.CKO_PRIVATE_KEY: frozenset({*_DOMAIN, C.CKA_VALUE, C.CKA_VALUE_BITS}),
+           C.CKO_DOMAIN_PARAMETERS: frozenset({*_DOMAIN, C.CKA_PRIME_BITS})},
+    required={C.CKO_PUBLIC_KEY: (*_DOMAIN, C.CKA_VALUE),
+              C.CKO_PRIVATE_KEY: (*_DOMAIN, C.CKA_VALUE),
+              C.CKO_DOMAIN_PARAMETERS: _DOMAIN},
+    complete=_complete,
+    size=lambda attrs: _int(attrs[C.CKA_PRIME]).bit_length(),
+    export=_export,
+    load=_load,
+))
+
+
+def _derived_length(template, z):
+    ckk = template.get(C.CKA_KEY_TYPE)
+    if ckk is None:
+        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing")
+    length = template.get(C.CKA_VALUE_LEN, FIXED_LENGTH.get(ckk, len(z)))
+    if not 1 <= length <= len(z):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT,
+                       f"CKA_VALUE_LEN {length} outside 1..{len(z)} (the length of the prime)")
+    return ckk, length
+
+
+class Dh:
+    def generate(self, row, param, template):
+        """CKM_DH_PKCS_PARAMETER_GEN: a safe prime of CKA_PRIME_BITS bits, generator 2."""
+        bits = template.get(C.CKA_PRIME_BITS)
+        if bits is None:
+            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_PRIME_BITS missing")
+        if not MIN_BITS <= bits <= MAX_GENERATE_BITS:
+            raise CKRError(C.CKR_KEY_SIZE_RANGE, f"DH primes of {MIN_BITS}..{MAX_GENERATE_BITS} bits, not {bits}")
+        numbers = generate_parameters(GENERATOR, bits).parameter_numbers()
+        return C.CKO_DOMAIN_PARAMETERS, C.CKK_DH, {C.CKA_PRIME: _bytes(numbers.p), C.CKA_BASE: _bytes(numbers.g)}
+
+    def generate_pair(self, row, param, public_template, private_template):
+        p, g = _domain(public_template)
+        if not MIN_BITS <= p.bit_length() <= MAX_BITS:
+            raise CKRError(C.CKR_KEY_SIZE_RANGE, f"DH primes of {MIN_BITS}..{MAX_BITS} bits")
+        for attr_type in _DOMAIN:
+            if private_template.get(attr_type, public_template[attr_type]) != public_template[attr_type]:
+                raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "domain parameters differ between the templates")
+        parameters = _parameters(p, g)
+        value_bits = private_template.get(C.CKA_VALUE_BITS)
+        if value_bits is None:
+            numbers = parameters.generate_private_key().private_numbers()
+            x, y = numbers.x, numbers.public_numbers.y
+        else:
+            # PKCS #3 §7.1: with a length l, 2^(l-1) <= x < 2^l.
+            if not 2 <= value_bits < p.bit_length():
+                raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_VALUE_BITS must be 2..{p.bit_length() - 1}")
+            x = secrets.randbits(value_bits - 1) | 1 << (value_bits - 1)
+            y = pow(g, x, p)
+        domain = {t: public_template[t] for t in _DOMAIN}
+        return C.CKK_DH, {C.CKA_VALUE: _bytes(y)}, {**domain, C.CKA_VALUE: _bytes(x)}
+
+    def derive(self, row, base_key, param, template):
+        if base_key.attrs[C.CKA_CLASS] != C.CKO_PRIVATE_KEY:
+            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "DH derives from a private key")
+        if not isinstance(param, bytes) or not param:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "the other party's public value is missing")
+        private = private_key(base_key)
+        numbers = private.parameters().parameter_numbers()
+        y = _int(param)
+        _check_public(y, numbers.p, C.CKR_MECHANISM_PARAM_INVALID)
+        try:
+            z = private.exchange(DHPublicNumbers(y, numbers).public_key())
+        except ValueError:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "the other party's public value is invalid") from None
+        z = z.rjust((numbers.p.bit_length() + 7) // 8, b"\0")  # PKCS #3: as long as the prime
+        ckk, length = _derived_length(template, z)
+        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: z[len(z) - length:]}
+
+
+_DH = Dh()
+register(
+    Row(C.CKM_DH_PKCS_PARAMETER_GEN, _DH, C.CKF_GENERATE, (), MIN_BITS, MAX_GENERATE_BITS),
+    Row(C.CKM_DH_PKCS_KEY_PAIR_GEN, _DH, C.CKF_GENERATE_KEY_PAIR, (), MIN_BITS, MAX_BITS),
+    Row(C.CKM_DH_PKCS_DERIVE, _DH, C.CKF_DERIVE, (C.CKK_DH,), MIN_BITS, MAX_BITS),
+)
