@@ -14,12 +14,14 @@ class BuildPyWithShim(build_py):
     def run(self):
         super().run()
         sys.path.insert(0, str(ROOT / "shim"))
+        from build_ctperf import build as build_ctperf
         from build_shim import build
 
         version = re.search(r'__version__ = "([^"]+)"', (ROOT / "ptkhsm" / "__init__.py").read_text()).group(1)
         tmp = Path(self.build_lib).parent / "shim-tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         build(Path(self.build_lib).resolve() / "ptkhsm", version, tmp)
+        build_ctperf(Path(self.build_lib).resolve() / "ptkhsm")
 
 
 class BinaryDistribution(Distribution):

@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import ctperf
+
 
 def module_path():
     return str(Path(__file__).resolve().parent / "libptkhsm.so")
@@ -13,7 +15,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="ptkhsm", description="ptkhsm PKCS#11 provider tools")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("module", help="print the absolute path of libptkhsm.so")
+    ctperf.add_arguments(sub.add_parser("ctperf", help="speed of PKCS#11 operations through the C ABI"),
+                         module_path())
     args = parser.parse_args(argv)
+    if args.command == "ctperf":
+        return ctperf.command(args)
     if args.command == "module":
         path = module_path()
         if not Path(path).exists():

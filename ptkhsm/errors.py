@@ -1,6 +1,6 @@
 """Errors raised anywhere below the ABI; `ptkhsm.abi` turns them into CK_RV once."""
 
-from .constants import CKR
+from . import constants
 
 
 class CKRError(Exception):
@@ -12,7 +12,7 @@ class CKRError(Exception):
 
     def __str__(self):
         try:
-            name = CKR(self.rv).name
+            name = constants.CKR(self.rv).name
         except ValueError:
             name = hex(self.rv)
         reason = super().__str__()
@@ -23,7 +23,7 @@ class BufferTooSmall(CKRError):
     """The output does not fit: carries the size the caller must allocate."""
 
     def __init__(self, needed):
-        super().__init__(CKR.CKR_BUFFER_TOO_SMALL, f"{needed} bytes needed")
+        super().__init__(constants.CKR_BUFFER_TOO_SMALL, f"{needed} bytes needed")
         self.needed = needed
 
 

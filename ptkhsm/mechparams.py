@@ -1,11 +1,11 @@
 """Mechanism parameters as plain values, decoded from C structs by `ptkhsm.abi`.
 
 Each mechanism row in the registry names one of these kinds; the ABI holds
-the decoder per kind. Plain frozen dataclasses of ints and bytes so a future
-wire codec can carry them.
+the decoder per kind. Plain named tuples of ints and bytes, so a future wire
+codec can carry them, and cheap to build on every C_*Init call.
 """
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 # Parameter kinds a registry row can name.
 NONE = "none"          # pParameter must be NULL / ulParameterLen 0
@@ -23,58 +23,14 @@ DERIVE_DATA = "derive-data"  # CK_KEY_DERIVATION_STRING_DATA
 CBC_DERIVE = "cbc-derive"   # CK_AES_CBC_ENCRYPT_DATA_PARAMS / DES variant
 
 
-@dataclass(frozen=True)
-class Mechanism:
-    type: int
-    param: object = None
-
-
-@dataclass(frozen=True)
-class GcmParams:
-    iv: bytes
-    iv_bits: int
-    aad: bytes
-    tag_bits: int
-
-
-@dataclass(frozen=True)
-class CtrParams:
-    counter_bits: int
-    cb: bytes
-
-
-@dataclass(frozen=True)
-class PssParams:
-    hash_alg: int
-    mgf: int
-    salt_len: int
-
-
-@dataclass(frozen=True)
-class OaepParams:
-    hash_alg: int
-    mgf: int
-    source: int
-    source_data: bytes
-
-
-@dataclass(frozen=True)
-class Ecdh1Params:
-    kdf: int
-    shared_data: bytes
-    public_data: bytes
-
-
-@dataclass(frozen=True)
-class EddsaParams:
-    prehash: bool
-    context: bytes
-
-
-@dataclass(frozen=True)
-class CbcDeriveParams:
-    iv: bytes
-    data: bytes
+Mechanism = namedtuple("Mechanism", "type param", defaults=(None,))
+GcmParams = namedtuple("GcmParams", "iv iv_bits aad tag_bits")
+CtrParams = namedtuple("CtrParams", "counter_bits cb")
+PssParams = namedtuple("PssParams", "hash_alg mgf salt_len")
+OaepParams = namedtuple("OaepParams", "hash_alg mgf source source_data")
+Ecdh1Params = namedtuple("Ecdh1Params", "kdf shared_data public_data")
+EddsaParams = namedtuple("EddsaParams", "prehash context")
+CbcDeriveParams = namedtuple("CbcDeriveParams", "iv data")
 
 
 def _kinds():

@@ -189,9 +189,10 @@ def _start():
     here = os.path.dirname(os.path.dirname(ffi.string(lib.ptkhsm_shim_path()).decode()))
     if here not in sys.path:
         sys.path.insert(0, here)
-    for path in ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep):
+    for position, path in enumerate(ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep), 1):
         if path and path not in sys.path:
-            site.addsitedir(path)
+            sys.path.insert(position, path)  # ahead of any other site-packages
+            site.addsitedir(path)  # its .pth files (editable installs)
     from ptkhsm.abi import entry
     entry.attach(ffi, lib, {names!r})
     lib.ptkhsm_mark_ready()
@@ -205,7 +206,11 @@ def build(target_dir, version, tmpdir):
     libdir = config["LIBDIR"]
     ldversion = config["LDVERSION"]
     soname = config.get("INSTSONAME") or f"libpython{ldversion}.so.1.0"
-    sitedirs = ":".join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    paths = sysconfig.get_paths()
+    sitedirs = ":".join(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    stdlib_zip = f"{sys.base_prefix}/lib/python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    searchpath = ":".join([stdlib_zip, paths["stdlib"], sysconfig.get_config_var("DESTSHARED"),
+                           sitedirs])
     ffi = cffi.FFI()
     ffi.cdef(_cdef())
     ffi.embedding_api("")  # embedding mode; the exports are the C wrappers
@@ -215,6 +220,7 @@ def build(target_dir, version, tmpdir):
         f'#define PTKHSM_PYTHONHOME "{sys.base_prefix}"',
         f'#define PTKHSM_VERSION "{version}"',
         f'#define PTKHSM_SITEDIRS "{sitedirs}"',
+        f'#define PTKHSM_SEARCHPATH "{searchpath}"',
         c_part,
         _wrappers(),
     ])

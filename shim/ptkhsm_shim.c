@@ -34,14 +34,22 @@ const char *ptkhsm_shim_path(void)
 
 /* Runs at dlopen. A host that loaded us RTLD_LOCAL would leave libpython's
  * symbols invisible to Python's own extension modules: promote it to global.
- * A host without Python gets the home of the Python we were built with, or
- * the interpreter would take its stdlib from wherever the host binary lives. */
+ * A host without Python gets the home and module path of the Python we were
+ * built with, or the interpreter would take its stdlib from wherever the host
+ * binary lives. */
 __attribute__((constructor)) static void ptkhsm_on_load(void)
 {
-    static wchar_t home[4096];
+    static wchar_t home[4096], path[16384];
     dlopen(PTKHSM_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
-    if (!Py_IsInitialized() && mbstowcs(home, PTKHSM_PYTHONHOME, 4095) != (size_t)-1)
-        Py_SetPythonHome(home);
+    if (!Py_IsInitialized()) {
+        /* The directories we were installed into come first, before the base
+         * Python's site-packages (which `site` appends): cffi's own backend and
+         * the pinned cryptography must be ours, not whatever the base has. */
+        if (mbstowcs(home, PTKHSM_PYTHONHOME, 4095) != (size_t)-1)
+            Py_SetPythonHome(home);
+        if (mbstowcs(path, PTKHSM_SEARCHPATH, 16383) != (size_t)-1)
+            Py_SetPath(path);
+    }
 }
 
 #define CK_PKCS11_FUNCTION_INFO(name) name,

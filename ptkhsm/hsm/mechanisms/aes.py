@@ -107,22 +107,29 @@ def _gcm_param(param):
 
 
 class GcmEncrypt:
-    __slots__ = ("_ctx", "_tag_len")
+    __slots__ = ("_value", "_param", "_ctx")
 
     def __init__(self, value, param):
-        self._ctx = Cipher(algorithms.AES(value), modes.GCM(param.iv)).encryptor()
-        if param.aad:
-            self._ctx.authenticate_additional_data(param.aad)
-        self._tag_len = param.tag_bits // 8
+        self._value, self._param, self._ctx = value, param, None
+
+    def _stream(self):
+        if self._ctx is None:
+            self._ctx = Cipher(algorithms.AES(self._value), modes.GCM(self._param.iv)).encryptor()
+            if self._param.aad:
+                self._ctx.authenticate_additional_data(self._param.aad)
+        return self._ctx
 
     def update(self, data):
-        return self._ctx.update(data)
+        return self._stream().update(data)
 
     def final(self):
-        return self._ctx.finalize() + self._ctx.tag[:self._tag_len]
+        ctx = self._stream()
+        return ctx.finalize() + ctx.tag[:self._param.tag_bits // 8]
 
     def oneshot(self, data):
-        return self._ctx.update(data) + self.final()
+        if self._param.tag_bits == 128:  # the common case: one pass, one output buffer
+            return AESGCM(self._value).encrypt(self._param.iv, data, self._param.aad or None)
+        return self.update(data) + self.final()
 
 
 def _gcm_decrypt(value, param):
