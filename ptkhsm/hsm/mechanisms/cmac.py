@@ -12,22 +12,6 @@ from .des import cipher as des_cipher
 from .hmac import Mac, MacVerify
 
 
-class _Sign(Mac):
-    """hmac.Mac's update/final over a CMAC context."""
-
-    __slots__ = ()
-
-    def __init__(self, ctx, length):
-        self._ctx, self._length = ctx, length
-
-
-class _Verify(MacVerify):
-    __slots__ = ()
-
-    def __init__(self, ctx, length):
-        self._ctx, self._length = ctx, length
-
-
 class Cmac:
     def _start(self, row, key, param):
         block = row.info["block"]
@@ -39,10 +23,10 @@ class Cmac:
         return cmac.CMAC(row.info["cipher"](key.attrs[C.CKA_VALUE])), length
 
     def sign(self, row, key, param):
-        return _Sign(*self._start(row, key, param))
+        return Mac(*self._start(row, key, param))
 
     def verify(self, row, key, param):
-        return _Verify(*self._start(row, key, param))
+        return MacVerify(*self._start(row, key, param))
 
 
 _CMAC = Cmac()

@@ -15,10 +15,12 @@ register_key_type(secret_key_type(C.CKK_GENERIC_SECRET, LENGTHS))
 
 
 class Mac:
+    """A MAC operation over any context with update/finalize (HMAC, CMAC), cut to `length`."""
+
     __slots__ = ("_ctx", "_length")
 
-    def __init__(self, value, algorithm, length):
-        self._ctx = hmac.HMAC(value, algorithm)
+    def __init__(self, ctx, length):
+        self._ctx = ctx
         self._length = length
 
     def update(self, data):
@@ -55,11 +57,19 @@ class Hmac(SecretKeyGen):
             return param
         return size
 
+    def _keyed(self, row, key):
+        """A copy of the key's HMAC context, keyed once per key and hash (the copy is cheaper)."""
+        algorithm = row.info["hash"]
+        base = key.cache.get(("hmac", algorithm))
+        if base is None:
+            base = key.cache[("hmac", algorithm)] = hmac.HMAC(key.attrs[C.CKA_VALUE], algorithm())
+        return base.copy()
+
     def sign(self, row, key, param):
-        return Mac(key.attrs[C.CKA_VALUE], row.info["hash"](), self._length(row, param))
+        return Mac(self._keyed(row, key), self._length(row, param))
 
     def verify(self, row, key, param):
-        return MacVerify(key.attrs[C.CKA_VALUE], row.info["hash"](), self._length(row, param))
+        return MacVerify(self._keyed(row, key), self._length(row, param))
 
 
 _HMAC = Hmac()
