@@ -17,12 +17,12 @@ import functools
 import secrets
 import warnings
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
 from ...errors import CKRError
 from . import KeyType, Row, register, register_key_type
+from . import pkcs8
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
@@ -127,21 +127,11 @@ def _complete(cls, attrs):
 
 
 def _export(cls, attrs):
-    return _private_from_attrs(attrs).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pkcs8.export(_private_from_attrs(attrs))
 
 
 def _load(cls, blob):
-    if cls != C.CKO_PRIVATE_KEY:
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "DH keys unwrap as private keys")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            private = serialization.load_der_private_key(blob, None)
-    except (ValueError, TypeError):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 DH private key") from None
-    if not isinstance(private, DHPrivateKey):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DH key")
+    private = pkcs8.load(cls, blob, DHPrivateKey, "DH")
     numbers = private.private_numbers()
     params = numbers.public_numbers.parameter_numbers  # an X9.42 key's q is not kept: CKK_DH has none
     return {C.CKA_PRIME: _bytes(params.p), C.CKA_BASE: _bytes(params.g), C.CKA_VALUE: _bytes(numbers.x)}

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, utils
 from ... import constants as C
 from ...errors import CKRError
 from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import pkcs8
 from .digest import HASHES
 
 MIN_BITS, MAX_BITS = 1024, 4096
@@ -107,19 +108,11 @@ def _complete(cls, attrs):
 
 
 def _export(cls, attrs):
-    return _private_from_attrs(attrs).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pkcs8.export(_private_from_attrs(attrs))
 
 
 def _load(cls, blob):
-    if cls != C.CKO_PRIVATE_KEY:
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "DSA keys unwrap as private keys")
-    try:
-        private = serialization.load_der_private_key(blob, None)
-    except (ValueError, TypeError):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 DSA private key") from None
-    if not isinstance(private, dsa.DSAPrivateKey):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DSA key")
+    private = pkcs8.load(cls, blob, dsa.DSAPrivateKey, "DSA")
     numbers = private.private_numbers()
     return {**_domain_attrs(numbers.public_numbers.parameter_numbers), C.CKA_VALUE: _bytes(numbers.x)}
 

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from ... import constants as C
 from ...errors import CKRError
 from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import pkcs8
 from .digest import HASHES
 
 # DER of the namedCurve OIDs, and the names a PrintableString CKA_EC_PARAMS may carry.
@@ -117,18 +118,12 @@ def _complete(cls, attrs):
 
 
 def _export(cls, attrs):
-    return _private(attrs).private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())
+    return pkcs8.export(_private(attrs))
 
 
 def _load(cls, blob):
-    if cls != C.CKO_PRIVATE_KEY:
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "EC keys unwrap as private keys")
-    try:
-        private = serialization.load_der_private_key(blob, None)
-    except (ValueError, TypeError):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 EC private key") from None
-    if not isinstance(private, ec.EllipticCurvePrivateKey) or type(private.curve) not in _OID_OF:
+    private = pkcs8.load(cls, blob, ec.EllipticCurvePrivateKey, "EC")
+    if type(private.curve) not in _OID_OF:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not an EC key on a supported curve")
     return {C.CKA_EC_PARAMS: _OID_OF[type(private.curve)], C.CKA_VALUE: _scalar(private)}
 

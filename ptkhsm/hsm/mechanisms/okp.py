@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, x448, x255
 from ... import constants as C
 from ...errors import CKRError
 from . import KeyType
+from . import pkcs8
 from .ec import der_octet_string, parse_octet_string
 
 
@@ -141,16 +142,10 @@ def key_type(ckk, curves):
 
     def export(cls, attrs):
         curve = curve_of(attrs[C.CKA_EC_PARAMS], curves)
-        return _load_private(curve, attrs[C.CKA_VALUE]).private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        return pkcs8.export(_load_private(curve, attrs[C.CKA_VALUE]))
 
     def load(cls, blob):
-        if cls != C.CKO_PRIVATE_KEY:
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "these keys unwrap as private keys")
-        try:
-            private = serialization.load_der_private_key(blob, None)
-        except (ValueError, TypeError):
-            raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 private key") from None
+        private = pkcs8.load(cls, blob, tuple(curve.private_cls for curve in curves), "this type's")
         for curve in curves:
             if isinstance(private, curve.private_cls):
                 return {C.CKA_EC_PARAMS: curve.oid,

@@ -16,6 +16,7 @@ from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
 from . import Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import pkcs8
 from .digest import HASHES
 
 MIN_BITS, MAX_BITS = 1024, 4096
@@ -121,20 +122,11 @@ def _complete(cls, attrs):
 
 
 def _load(cls, blob):
-    if cls != C.CKO_PRIVATE_KEY:
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "RSA keys unwrap as private keys")
-    try:
-        private = serialization.load_der_private_key(blob, None)
-    except (ValueError, TypeError):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a PKCS#8 RSA private key") from None
-    if not isinstance(private, rsa.RSAPrivateKey):
-        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not an RSA key")
-    return _private_attrs(private)
+    return _private_attrs(pkcs8.load(cls, blob, rsa.RSAPrivateKey, "RSA"))
 
 
 def _export(cls, attrs):
-    return _private_from_attrs(attrs).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pkcs8.export(_private_from_attrs(attrs))
 
 
 register_key_type(KeyType(
