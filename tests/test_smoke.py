@@ -1,6 +1,5 @@
 """The module loads in python-pkcs11 and does the basics."""
 
-import pkcs11
 from pkcs11 import KeyType, Mechanism
 
 
