@@ -125,6 +125,8 @@ typedef struct CK_DES_CBC_ENCRYPT_DATA_PARAMS {
 
 const char *ptkhsm_shim_path(void);
 void ptkhsm_mark_ready(void);
+int ptkhsm_fork_pending(void);
+void ptkhsm_fork_handled(void);
 const char *ptkhsm_shim_version(void);
 const char *ptkhsm_shim_sitedirs(void);
 """
@@ -169,7 +171,9 @@ def _wrappers():
     for name, params in python_functions():
         decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
         call = ", ".join(a for _, a in params)
-        lines.append(f"CK_RV {name}({decl}) {{\n"
+        forked = "" if name == "C_Initialize" else \
+            "    if (ptkhsm_forked)\n        return CKR_CRYPTOKI_NOT_INITIALIZED;\n"
+        lines.append(f"CK_RV {name}({decl}) {{\n{forked}"
                      f"    CK_RV rv = ptk_{name}({call});\n"
                      f"    return ptkhsm_ready ? rv : CKR_GENERAL_ERROR;\n}}")
     return "\n".join(lines)
@@ -226,7 +230,7 @@ def build(target_dir, version, tmpdir):
     ])
     ffi.set_source("_ptkhsm_shim", source,
                    include_dirs=[str(INCLUDE), str(HERE)],
-                   libraries=[f"python{ldversion}", "dl"],
+                   libraries=[f"python{ldversion}", "dl", "pthread"],
                    library_dirs=[libdir],
                    extra_link_args=[f"-Wl,-rpath,{libdir}", "-Wl,-soname,libptkhsm.so",
                                     # never unmapped: an interpreter holds code and types from it

@@ -1,6 +1,7 @@
 /* The C half of libptkhsm.so: everything that must work before, or without,
  * the embedded Python. cffi's generated code has included Python.h already. */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 #include <wchar.h>
 #include <stdlib.h>
@@ -21,6 +22,14 @@
 static volatile int ptkhsm_ready = 0;
 
 void ptkhsm_mark_ready(void) { ptkhsm_ready = 1; }
+
+/* Set in a child after fork(): until it calls C_Initialize, every call is
+ * CKR_CRYPTOKI_NOT_INITIALIZED, answered here without entering Python (and
+ * without a getpid() on every call). */
+static volatile int ptkhsm_forked = 0;
+static void ptkhsm_on_fork_child(void) { ptkhsm_forked = 1; }
+int ptkhsm_fork_pending(void) { return ptkhsm_forked; }
+void ptkhsm_fork_handled(void) { ptkhsm_forked = 0; }
 const char *ptkhsm_shim_version(void) { return PTKHSM_VERSION; }
 const char *ptkhsm_shim_sitedirs(void) { return PTKHSM_SITEDIRS; }
 
@@ -41,6 +50,7 @@ __attribute__((constructor)) static void ptkhsm_on_load(void)
 {
     static wchar_t home[4096], path[16384];
     dlopen(PTKHSM_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+    pthread_atfork(NULL, NULL, ptkhsm_on_fork_child);
     if (!Py_IsInitialized()) {
         /* The directories we were installed into come first, before the base
          * Python's site-packages (which `site` appends): cffi's own backend and

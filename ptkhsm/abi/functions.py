@@ -6,10 +6,9 @@ and is the one place where exceptions become CK_RV.
 """
 
 import logging
-import os
 import threading
 
-from _ptkhsm_shim import ffi
+from _ptkhsm_shim import ffi, lib
 
 from .. import __version__
 from .. import constants as C
@@ -54,9 +53,10 @@ def _onerror(exc_type, exc_value, traceback):
 
 
 def api():
-    """The client's api, or CKR_CRYPTOKI_NOT_INITIALIZED (also in a fork()ed child)."""
+    """The client's api, or CKR_CRYPTOKI_NOT_INITIALIZED. (A fork()ed child is turned
+    away in C until it calls C_Initialize.)"""
     library = _state["library"]
-    if library is None or library.pid != os.getpid():
+    if library is None:
         raise CKRError(C.CKR_CRYPTOKI_NOT_INITIALIZED, "call C_Initialize first")
     return library.api
 
@@ -76,10 +76,12 @@ def C_Initialize(pInitArgs):
             raise CKRError(C.CKR_ARGUMENTS_BAD, "give all four mutex functions or none")
     with _life:
         library = _state["library"]
-        if library is not None and library.pid == os.getpid():
+        if library is not None and not lib.ptkhsm_fork_pending():
             raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised")
         if library is not None:
             _forsaken.append(library)
+            _state["library"] = None
+        lib.ptkhsm_fork_handled()
         try:
             _state["library"] = Cryptoki()
         except ConfigError as exc:

@@ -322,7 +322,7 @@ class HSM:
         if kind in session.ops:
             raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
         key = self._key(token, key_handle) if key_handle is not None else None
-        op = operations.start(kind, mechanism, key, self._resolver(token))
+        op = operations.start(kind, mechanism, key)
         session.begin(kind, op, key)
 
     def _resolver(self, token):

@@ -70,13 +70,13 @@ def _resolve_param(row, mechanism, resolve):
     return mechanism.param
 
 
-def start(kind, mechanism, key, resolve):
+def start(kind, mechanism, key):
+    """The operation object for C_EncryptInit, C_DecryptInit, C_DigestInit, C_SignInit, C_VerifyInit."""
     row = _row_for(kind, mechanism)
-    param = _resolve_param(row, mechanism, resolve)
     if key is None:
-        return getattr(row.impl, kind)(row, param)
+        return getattr(row.impl, kind)(row, mechanism.param)
     check_key(kind, row, key)
-    return getattr(row.impl, kind)(row, key, param)
+    return getattr(row.impl, kind)(row, key, mechanism.param)
 
 
 def generate(mechanism, template):

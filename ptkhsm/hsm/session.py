@@ -29,7 +29,7 @@ class Active:
         self.mode = None  # SINGLE or MULTI once the first call after init says which
         self.pending = None  # (input, output) held back by a length query
         self.key = key
-        self.needs_context_login = bool(key is not None and key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
+        self.needs_context_login = key is not None and bool(key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
 
 
 class Session:

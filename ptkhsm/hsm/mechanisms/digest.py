@@ -19,10 +19,6 @@ HASHES = {
 }
 
 
-def hash_for(ckm):
-    return HASHES[ckm]()
-
-
 class Digester:
     __slots__ = ("_ctx",)
 
@@ -45,8 +41,9 @@ class Digester:
 
 class Digest:
     def digest(self, row, param):
-        return Digester(row.info["hash"]())
+        return Digester(row.info["algorithm"])
 
 
 _DIGEST = Digest()
-register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"hash": cls}) for ckm, cls in HASHES.items()))
+# One algorithm instance per row: they are immutable descriptors, shared by every operation.
+register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"hash": cls, "algorithm": cls()}) for ckm, cls in HASHES.items()))
