@@ -1,0 +1,179 @@
+"""OpenSSL 3 with the libp11 pkcs11 engine: keys in the token named by RFC 7512 URIs.
+
+pkeyutl signs, verifies and decrypts with token keys; `req -x509` makes a
+self-signed certificate with a token key; `s_server` serves TLS on loopback
+with its private key in the token and `s_client` verifies the handshake.
+Keys are made with pkcs11-tool.
+"""
+
+import os
+import select
+import subprocess
+import time
+
+import pytest
+
+from .harness import USER_PIN
+from .keys import Keys
+
+CLIENT = "OpenSSL"
+ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
+KEYS = {"rsa": "rsa:2048", "ec": "EC:prime256v1"}
+
+
+class OpenSSL:
+    def __init__(self, token):
+        self.token = token
+        self.conf = token.dir / "openssl-engine.cnf"
+        self.conf.write_text(
+            "openssl_conf = openssl_init\n\n"
+            "[openssl_init]\nengines = engine_section\n\n"
+            "[engine_section]\npkcs11 = pkcs11_section\n\n"
+            f"[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = {ENGINE}\n"
+            f"MODULE_PATH = {token.module.path}\ninit = 0\n\n"
+            "[req]\ndistinguished_name = req_dn\n[req_dn]\n")
+        self.env = dict(token.env, OPENSSL_CONF=str(self.conf))
+        self.keys = Keys(token, "openssl")
+
+    def run(self, *args, **kw):
+        return self.token.run(["openssl", *args], env=self.env, **kw)
+
+    def key(self, kind):
+        return self.keys.pair(KEYS[kind])
+
+    def private_uri(self, kind):
+        return self.token.uri(object=self.key(kind).label, type="private", **{"pin-value": USER_PIN})
+
+    def public_uri(self, kind):
+        return self.token.uri(object=self.key(kind).label, type="public")
+
+    def public_pem(self, kind):
+        path = self.token.dir / f"openssl-{kind}.pub.pem"
+        if not path.exists():
+            self.run("pkey", "-pubin", "-inform", "DER", "-in", self.key(kind).public_der, "-out", path)
+        return path
+
+    def certificate(self, kind):
+        """`openssl req -x509` with the token key: a self-signed certificate for localhost."""
+        path = self.token.dir / f"openssl-{kind}.crt"
+        if not path.exists():
+            self.run("req", "-x509", "-new", "-engine", "pkcs11", "-keyform", "engine",
+                     "-key", self.private_uri(kind), "-subj", "/CN=localhost", "-days", "2", "-sha256",
+                     "-addext", "subjectAltName=DNS:localhost", "-out", path)
+        return path
+
+
+@pytest.fixture(scope="module")
+def openssl(token):
+    return OpenSSL(token)
+
+
+def _digest(openssl):
+    data = openssl.token.dir / "openssl.data"
+    data.write_bytes(os.urandom(1000))
+    digest = openssl.token.dir / "openssl.dgst"
+    openssl.run("dgst", "-sha256", "-binary", "-out", digest, data)
+    return digest
+
+
+SIGN = {
+    "rsa-pkcs1": ("rsa", ["-pkeyopt", "digest:sha256"]),
+    "rsa-pss": ("rsa", ["-pkeyopt", "digest:sha256", "-pkeyopt", "rsa_padding_mode:pss",
+                        "-pkeyopt", "rsa_pss_saltlen:digest"]),
+    "ecdsa-p256": ("ec", []),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGN))
+def test_pkeyutl_sign_verify(openssl, case):
+    """pkeyutl -sign with the token's private key; verified in software and with the token's public key"""
+    kind, options = SIGN[case]
+    digest = _digest(openssl)
+    sig = openssl.token.dir / f"openssl-{case}.sig"
+    openssl.run("pkeyutl", "-sign", "-engine", "pkcs11", "-keyform", "engine", "-inkey",
+                openssl.private_uri(kind), "-in", digest, "-out", sig, *options)
+    out = openssl.run("pkeyutl", "-verify", "-pubin", "-inkey", openssl.public_pem(kind),
+                      "-in", digest, "-sigfile", sig, *options).stdout
+    assert "Signature Verified Successfully" in out, out
+    out = openssl.run("pkeyutl", "-verify", "-engine", "pkcs11", "-keyform", "engine", "-pubin",
+                      "-inkey", openssl.public_uri(kind), "-in", digest, "-sigfile", sig, *options).stdout
+    assert "Signature Verified Successfully" in out, out
+
+
+DECRYPT = {
+    "rsa-pkcs1": [],
+    "rsa-oaep": ["-pkeyopt", "rsa_padding_mode:oaep"],
+    "rsa-oaep-sha256": ["-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256",
+                        "-pkeyopt", "rsa_mgf1_md:sha256"],
+}
+
+
+@pytest.mark.parametrize("case", list(DECRYPT))
+def test_pkeyutl_decrypt(openssl, case):
+    """pkeyutl -decrypt with the token's RSA key what software encrypted with the public key"""
+    options = DECRYPT[case]
+    secret = openssl.token.dir / f"openssl-{case}.secret"
+    secret.write_bytes(os.urandom(32))
+    enc = openssl.token.dir / f"openssl-{case}.enc"
+    openssl.run("pkeyutl", "-encrypt", "-pubin", "-inkey", openssl.public_pem("rsa"), "-in", secret,
+                "-out", enc, *options)
+    dec = openssl.token.dir / f"openssl-{case}.dec"
+    openssl.run("pkeyutl", "-decrypt", "-engine", "pkcs11", "-keyform", "engine",
+                "-inkey", openssl.private_uri("rsa"), "-in", enc, "-out", dec, *options)
+    assert dec.read_bytes() == secret.read_bytes()
+
+
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_req_x509(openssl, kind):
+    """req -x509 signs a self-signed certificate with the token key; it verifies and holds the token's public key"""
+    cert = openssl.certificate(kind)
+    out = openssl.run("verify", "-CAfile", cert, cert).stdout
+    assert f"{cert}: OK" in out, out
+    cert_key = openssl.run("x509", "-in", cert, "-noout", "-pubkey").stdout
+    assert cert_key == openssl.public_pem(kind).read_text()
+
+
+def _wait_for_accept(server, deadline):
+    """The port s_server listens on, from its `ACCEPT 127.0.0.1:<port>` line."""
+    seen = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([server.stdout], [], [], 0.2)
+        if ready:
+            line = server.stdout.readline()
+            if not line:
+                break
+            seen += line
+            if line.startswith("ACCEPT"):
+                return int(line.rsplit(":", 1)[1]), seen
+        elif server.poll() is not None:
+            break
+    return None, seen
+
+
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_tls_handshake(openssl, kind):
+    """s_server with its key in the token (TLS 1.3 on a free loopback port); s_client verifies the server"""
+    cert = openssl.certificate(kind)
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-www", "-cert", str(cert),
+         "-engine", "pkcs11", "-keyform", "engine", "-key", openssl.private_uri(kind)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=openssl.env, cwd=openssl.token.dir)
+    try:
+        port, seen = _wait_for_accept(server, time.monotonic() + 30)
+        if port is None:
+            server.kill()
+            _, err = server.communicate(timeout=10)
+            pytest.fail(f"s_server did not start:\n{seen}\n{err}")
+        client = openssl.run("s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                             "-CAfile", cert, "-verify_return_error", "-verify_hostname", "localhost", "-brief",
+                             input="GET / HTTP/1.0\r\n\r\n", timeout=30)
+        report = client.stdout + client.stderr
+        assert "CONNECTION ESTABLISHED" in report and "Verification: OK" in report, report
+        assert "Protocol version: TLSv1.3" in report, report
+        assert ("Signature type: ECDSA" if kind == "ec" else "Signature type: RSA-PSS") in report, report
+        server.wait(timeout=30)
+        assert server.returncode == 0, server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
