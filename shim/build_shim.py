@@ -173,6 +173,7 @@ def _wrappers():
         call = ", ".join(a for _, a in params)
         forked = "" if name == "C_Initialize" else \
             "    if (ptkhsm_forked)\n        return CKR_CRYPTOKI_NOT_INITIALIZED;\n"
+        forked = "    if (ptkhsm_broken)\n        return CKR_GENERAL_ERROR;\n" + forked
         lines.append(f"CK_RV {name}({decl}) {{\n{forked}"
                      f"    CK_RV rv = ptk_{name}({call});\n"
                      f"    return ptkhsm_ready ? rv : CKR_GENERAL_ERROR;\n}}")
@@ -225,6 +226,7 @@ def build(target_dir, version, tmpdir):
         f'#define PTKHSM_VERSION "{version}"',
         f'#define PTKHSM_SITEDIRS "{sitedirs}"',
         f'#define PTKHSM_SEARCHPATH "{searchpath}"',
+        f'#define PTKHSM_STDLIB "{paths["stdlib"]}"',
         c_part,
         _wrappers(),
     ])

@@ -1,6 +1,9 @@
 /* The C half of libptkhsm.so: everything that must work before, or without,
  * the embedded Python. cffi's generated code has included Python.h already. */
 #include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <string.h>
 #include <wchar.h>
@@ -20,6 +23,7 @@
  * every extern "Python" function return 0 (CKR_OK): the wrappers check this
  * flag so such a failure is CKR_GENERAL_ERROR, never a false CKR_OK. */
 static volatile int ptkhsm_ready = 0;
+static int ptkhsm_broken = 0;  /* the interpreter cannot start here: never enter it */
 
 void ptkhsm_mark_ready(void) { ptkhsm_ready = 1; }
 
@@ -52,6 +56,15 @@ __attribute__((constructor)) static void ptkhsm_on_load(void)
     dlopen(PTKHSM_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
     pthread_atfork(NULL, NULL, ptkhsm_on_fork_child);
     if (!Py_IsInitialized()) {
+        /* Python aborts the whole process when it cannot find its standard
+         * library (e.g. a user who may not read the build's Python): refuse
+         * here instead, with a reason, and answer CKR_GENERAL_ERROR. */
+        if (access(PTKHSM_STDLIB "/encodings/__init__.py", R_OK) != 0) {
+            fprintf(stderr, "ptkhsm: cannot read the Python standard library in %s: %s\n",
+                    PTKHSM_STDLIB, strerror(errno));
+            ptkhsm_broken = 1;
+            return;
+        }
         /* The directories we were installed into come first, before the base
          * Python's site-packages (which `site` appends): cffi's own backend and
          * the pinned cryptography must be ours, not whatever the base has. */

@@ -7,6 +7,7 @@ C_Initialize from 16 threads, and lists interfaces.
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,27 @@ def test_bad_input_walk(tmp_path):
     result = subprocess.run([str(binary), MODULE], capture_output=True, text=True, timeout=120, env=fresh_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("checks ok")
+
+
+def test_unreadable_python_is_general_error_not_exit(host):
+    """A user who may not read the build's Python gets CKR_GENERAL_ERROR and a reason,
+    never a host process killed by Python's fatal start-up error."""
+    import sysconfig
+    stdlib = sysconfig.get_paths()["stdlib"]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run(nobody + ["test", "-r", f"{stdlib}/encodings/__init__.py"]).returncode == 0:
+        pytest.skip(f"{stdlib} is readable by nobody: nothing to refuse")
+    public = Path(tempfile.mkdtemp(prefix="ptkhsm-nobody-"))  # pytest's tmp_path is root-only
+    try:
+        public.chmod(0o777)
+        shutil.copy(host, public / "host")
+        shutil.copy(MODULE, public / "libptkhsm.so")
+        result = subprocess.run(nobody + ["env", f"HOME={public}", str(public / "host"),
+                                          str(public / "libptkhsm.so"), "calls"],
+                                capture_output=True, text=True, timeout=60,
+                                env=fresh_env(ET_PTKC_SW_DATAPATH=str(public / "data")))
+    finally:
+        shutil.rmtree(public)
+    assert result.returncode == 0, result.stderr
+    assert "C_Initialize=0x5\n" in result.stdout and "C_GetSlotList=0x5\n" in result.stdout
+    assert "cannot read the Python standard library" in result.stderr
