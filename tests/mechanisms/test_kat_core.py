@@ -9,7 +9,7 @@ import struct
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes, hmac
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.mechanisms import GCMParams
 
 from ptkhsm import constants as C
@@ -76,8 +76,9 @@ def test_hmac_rfc4231(s, mechanism, name):
             raw.verify(s, mechanism, None, key.handle, data + b"x", mac)
 
 
-# RFC 4231 §4.6, test case 5: truncation to 128 bits.
+# RFC 4231 §4.6 (and RFC 2202 test case 5 for SHA-1): truncation to 128 bits.
 TRUNCATED = {
+    Mechanism.SHA_1_HMAC_GENERAL: "4c1a03424b55e07fe7f27be1d58bb932",
     Mechanism.SHA224_HMAC_GENERAL: "0e2aea68a90c8d37c988bcdb9fca6fa8",
     Mechanism.SHA256_HMAC_GENERAL: "a3b6167473100ee06e0c796c2955552b",
     Mechanism.SHA384_HMAC_GENERAL: "3abf34c3503b2a23a46efc619baef897",
@@ -229,3 +230,30 @@ def test_aes_refuses_other_key_types_and_missing_usage(s):
         Attribute.VALUE: b"k" * 16, Attribute.ENCRYPT: False, Attribute.TOKEN: False})
     with raw_rv(C.CKR_KEY_FUNCTION_NOT_PERMITTED):
         raw.init("C_EncryptInit", s, Mechanism.AES_ECB, None, no_encrypt.handle)
+
+
+# -- HMAC-SHA-1 (RFC 2202) and generic secret generation -------------------------------
+RFC2202 = [(b"\x0b" * 20, b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+           (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+           (b"\xaa" * 20, b"\xdd" * 50, "125d7342b9ac11cd91a39af48aa17b4f63f175d3"),
+           (b"\xaa" * 80, b"Test Using Larger Than Block-Size Key - Hash Key First",
+            "aa4ae5e15272d00e95705637ce8a3b55ed402112")]
+
+
+@pytest.mark.parametrize("key, data, mac", RFC2202)
+def test_hmac_sha1_rfc2202(s, key, data, mac):
+    secret = _generic_secret(s, key)
+    assert secret.sign(data, mechanism=Mechanism.SHA_1_HMAC).hex() == mac
+    assert secret.verify(data, bytes.fromhex(mac), mechanism=Mechanism.SHA_1_HMAC)
+
+
+def test_generic_secret_key_gen(s):
+    key = s.generate_key(KeyType.GENERIC_SECRET, 256, capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                         template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+    value = key[Attribute.VALUE]
+    assert len(value) == 32 and key[Attribute.KEY_GEN_MECHANISM] == Mechanism.GENERIC_SECRET_KEY_GEN
+    expected = hmac.HMAC(value, hashes.SHA256())
+    expected.update(b"data")
+    assert key.sign(b"data", mechanism=Mechanism.SHA256_HMAC) == expected.finalize()
+    with pytest.raises(pkcs11.exceptions.KeySizeRange):
+        s.generate_key(KeyType.GENERIC_SECRET, 8 * 2048)
