@@ -16,14 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CK_PTR *
-#define CK_DECLARE_FUNCTION(returnType, name) returnType name
-#define CK_DECLARE_FUNCTION_POINTER(returnType, name) returnType (* name)
-#define CK_CALLBACK_FUNCTION(returnType, name) returnType (* name)
-#ifndef NULL_PTR
-#define NULL_PTR 0
-#endif
-#include "pkcs11.h"
+#include "pkcs11_unix.h"  /* shim/include: pkcs11.h with its platform macros */
 
 int main(int argc, char **argv)
 {

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "p11.h"
+#include "pkcs11_unix.h"
 
 static CK_FUNCTION_LIST_3_0 *f;
 static int failures, checks;

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "p11.h"
+#include "pkcs11_unix.h"
 
 static CK_FUNCTION_LIST_PTR p11;
 static int failures;

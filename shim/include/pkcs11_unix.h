@@ -1,6 +1,7 @@
-/* The OASIS headers with the platform macros for Linux (shim/include). */
-#ifndef PTKHSM_TEST_P11_H
-#define PTKHSM_TEST_P11_H
+/* pkcs11.h with the five platform macros it asks for, as on Unix-like systems.
+ * The project's C programs (tests/c, conformance/c) include this, not pkcs11.h. */
+#ifndef PKCS11_UNIX_H
+#define PKCS11_UNIX_H
 #define CK_PTR *
 #define CK_DECLARE_FUNCTION(returnType, name) returnType name
 #define CK_DECLARE_FUNCTION_POINTER(returnType, name) returnType (* name)
