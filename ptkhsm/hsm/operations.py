@@ -100,8 +100,8 @@ def wrap(mechanism, wrapping_key, key):
     attrs = key.attrs
     cls = attrs[C.CKA_CLASS]
     whole = row.info.get("object")
-    if not whole and cls not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
-        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only secret and private keys can be wrapped")
+    if not whole and cls not in row.info.get("wraps", (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)):
+        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, f"{name(row.ckm)} does not wrap this class of key")
     if cls in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY) and not attrs.get(C.CKA_EXTRACTABLE):
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key is not extractable")
     if attrs.get(C.CKA_WRAP_WITH_TRUSTED) and not wrapping_key.attrs.get(C.CKA_TRUSTED):
@@ -133,6 +133,8 @@ def unwrap(mechanism, unwrapping_key, wrapped, template):
     cls, ckk = template.get(C.CKA_CLASS), template.get(C.CKA_KEY_TYPE)
     if cls is None or ckk is None:
         raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "unwrapping needs CKA_CLASS and CKA_KEY_TYPE")
+    if cls not in row.info.get("wraps", (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"{name(row.ckm)} does not unwrap this class of key")
     blob = row.impl.unwrap(row, unwrapping_key, mechanism.param, wrapped)
     length = template.get(C.CKA_VALUE_LEN)
     if row.info.get("zero_pad") and cls == C.CKO_SECRET_KEY and length is not None:

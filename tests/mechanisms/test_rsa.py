@@ -370,6 +370,16 @@ def test_wrap_needs_wrap_attribute(s, crypto_key):
         raw.wrap(s, Mechanism.RSA_PKCS, None, public.handle, _aes_key(s).handle)
 
 
+def test_wraps_secret_keys_only(s, crypto_key):
+    """RSA PKCS#1 v1.5 and OAEP wrap secret keys only (PKCS#11 §2.1.6, §2.1.8)."""
+    public = rsa_public(s, crypto_key.public_key().public_numbers().n, 65537, extra={Attribute.WRAP: True})
+    _, ec_private = s.generate_keypair(KeyType.EC, store=False, public_template={
+        Attribute.EC_PARAMS: bytes.fromhex("06082a8648ce3d030107")},
+        private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False})
+    with raw_rv(C.CKR_KEY_NOT_WRAPPABLE):
+        raw.wrap(s, Mechanism.RSA_PKCS, None, public.handle, ec_private.handle)
+
+
 # -- bad keys and parameters ----------------------------------------------------------------
 def test_wrong_key_type(s):
     _, ec_private = s.generate_keypair(KeyType.EC, store=False, public_template={

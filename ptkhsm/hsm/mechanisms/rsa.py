@@ -355,10 +355,12 @@ _ALL = C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_SIGN | C.CKF_VERIFY
 _WRAP = C.CKF_WRAP | C.CKF_UNWRAP
 register(
     Row(C.CKM_RSA_PKCS_KEY_PAIR_GEN, _RSA, C.CKF_GENERATE_KEY_PAIR, (), MIN_BITS, MAX_BITS),
-    Row(C.CKM_RSA_PKCS, _RSA, _ALL | _WRAP, _KEYS, VERIFY_MIN_BITS, MAX_BITS, info={"kind": "pkcs"}),
+    # PKCS#11 §2.1.6/2.1.8: these "wrap and unwrap any secret key of appropriate length".
+    Row(C.CKM_RSA_PKCS, _RSA, _ALL | _WRAP, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
+        info={"kind": "pkcs", "wraps": (C.CKO_SECRET_KEY,)}),
     Row(C.CKM_RSA_X_509, _RSA, _ALL, _KEYS, VERIFY_MIN_BITS, MAX_BITS, info={"kind": "raw"}),
     Row(C.CKM_RSA_PKCS_OAEP, _RSA, C.CKF_ENCRYPT | C.CKF_DECRYPT | _WRAP, _KEYS, MIN_BITS, MAX_BITS,
-        info={"kind": "oaep"}),
+        info={"kind": "oaep", "wraps": (C.CKO_SECRET_KEY,)}),
     Row(C.CKM_RSA_PKCS_PSS, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
         info={"kind": "pss"}),
 )
