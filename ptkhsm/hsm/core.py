@@ -19,7 +19,7 @@ from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
 from .objects import Handles, Obj, matches
-from .session import DECRYPT, DIGEST, ENCRYPT, FIND, SIGN, VERIFY, Session
+from .session import DECRYPT, DIGEST, ENCRYPT, FIND, MULTI, SIGN, SINGLE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
 
@@ -359,14 +359,14 @@ class HSM:
         return self._session(handle)[0].produce(DIGEST, lambda op: op.oneshot(data), data, out_len, True)
 
     def digest_update(self, handle, data):
-        self._session(handle)[0].consume(DIGEST, lambda op: op.update(data), False)
+        self._session(handle)[0].consume(DIGEST, lambda op: op.update(data), MULTI)
 
     def digest_key(self, handle, key_handle):
         session, token = self._session(handle)
         key = self._key(token, key_handle)
         if key.attrs[C.CKA_CLASS] != C.CKO_SECRET_KEY:
             raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")
-        session.consume(DIGEST, lambda op: op.update(key.attrs[C.CKA_VALUE]), False)
+        session.consume(DIGEST, lambda op: op.update(key.attrs[C.CKA_VALUE]), MULTI)
 
     def digest_final(self, handle, out_len):
         return self._session(handle)[0].produce(DIGEST, lambda op: op.final(), None, out_len, True)
@@ -378,7 +378,7 @@ class HSM:
         return self._session(handle)[0].produce(SIGN, lambda op: op.oneshot(data), data, out_len, True)
 
     def sign_update(self, handle, data):
-        self._session(handle)[0].consume(SIGN, lambda op: op.update(data), False)
+        self._session(handle)[0].consume(SIGN, lambda op: op.update(data), MULTI)
 
     def sign_final(self, handle, out_len):
         return self._session(handle)[0].produce(SIGN, lambda op: op.final(), None, out_len, True)
@@ -387,13 +387,13 @@ class HSM:
         self._begin(handle, VERIFY, mechanism, key)
 
     def verify(self, handle, data, signature):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.oneshot(data, signature), True)
+        self._session(handle)[0].consume(VERIFY, lambda op: op.oneshot(data, signature), SINGLE)
 
     def verify_update(self, handle, data):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.update(data), False)
+        self._session(handle)[0].consume(VERIFY, lambda op: op.update(data), MULTI)
 
     def verify_final(self, handle, signature):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.final(signature), True)
+        self._session(handle)[0].consume(VERIFY, lambda op: op.final(signature), None)
 
     # -- keys ----------------------------------------------------------------
     def generate_key(self, handle, mechanism, template):

@@ -92,10 +92,12 @@ class Session:
             state.pending = None
         return result
 
-    def consume(self, kind, call, last):
-        """Run an operation step that has no output (updates, verify)."""
+    def consume(self, kind, call, mode):
+        """Run an operation step that has no output: an update (MULTI), a single-part
+        C_Verify (SINGLE) or a final step (None); all but updates end the operation."""
+        last = mode != MULTI
         state = self.active(kind)
-        self._enter(kind, state, None if last else MULTI)
+        self._enter(kind, state, mode)
         try:
             result = call(state.op)
         except BaseException:

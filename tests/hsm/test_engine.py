@@ -248,3 +248,16 @@ def test_templates_round_trip(hsm):
     handle = [h for h in find(other, s2) if other.get_attributes(s2, h, [C.CKA_WRAP_TEMPLATE])[0] == template]
     assert handle, "CKA_WRAP_TEMPLATE lost in the store"
     assert key
+
+
+def test_single_and_multi_part_do_not_mix(hsm):
+    s = user_session(hsm)
+    key = aes_key(hsm, s, token=False)
+    mac_key = hsm.create_object(s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_KEY_TYPE, C.CKK_GENERIC_SECRET),
+                                    (C.CKA_VALUE, b"k" * 32), (C.CKA_VERIFY, True)])
+    hsm.verify_init(s, Mechanism(C.CKM_SHA256_HMAC), mac_key)
+    hsm.verify_update(s, b"part")
+    assert rv_of(hsm.verify, s, b"data", b"\0" * 32) == C.CKR_OPERATION_NOT_INITIALIZED
+    hsm.encrypt_init(s, Mechanism(C.CKM_AES_ECB), key)
+    hsm.encrypt(s, b"\0" * 16, None)  # a length query of the single-part call
+    assert rv_of(hsm.encrypt_final, s, 16) == C.CKR_OPERATION_NOT_INITIALIZED
