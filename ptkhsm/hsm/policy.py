@@ -140,16 +140,13 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
         if missing:
             raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, f"missing {', '.join(missing)}")
     attrs = {C.CKA_CLASS: cls, **_COMMON_DEFAULTS, **DEFAULTS[cls], **template, **(extra or {})}
-    if cls in KEY_CLASSES:
+    if cls in TYPED_CLASSES:
         attrs[C.CKA_KEY_TYPE] = ckk
         attrs[C.CKA_LOCAL] = origin == GENERATE
-        attrs[C.CKA_KEY_GEN_MECHANISM] = mechanism if origin == GENERATE else C.CK_UNAVAILABLE_INFORMATION
+        if cls in KEY_CLASSES:
+            attrs[C.CKA_KEY_GEN_MECHANISM] = mechanism if origin == GENERATE else C.CK_UNAVAILABLE_INFORMATION
         if cls in SECRET_CLASSES:
             _set_history(attrs, origin, base)
-        key_type(ckk).complete(cls, attrs)
-    elif cls == C.CKO_DOMAIN_PARAMETERS:
-        attrs[C.CKA_KEY_TYPE] = ckk
-        attrs[C.CKA_LOCAL] = origin == GENERATE
         key_type(ckk).complete(cls, attrs)
     elif cls == C.CKO_CERTIFICATE:
         _certificate_check_value(attrs)
