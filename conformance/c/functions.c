@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "pkcs11_unix.h"  /* shim/include: pkcs11.h with its platform macros */
+#include "find_slot.h"
 
 int main(int argc, char **argv)
 {
@@ -26,17 +27,15 @@ int main(int argc, char **argv)
     CK_C_GetInterface get_interface;
     CK_INTERFACE_PTR interface = NULL;
     CK_VERSION v30 = {3, 0};
-    CK_SLOT_ID slots[64], slot = 0;
-    CK_ULONG count = 64, i, len = 0;
+    CK_SLOT_ID slot = 0;
+    CK_ULONG len = 0;
     CK_SESSION_HANDLE session;
     CK_MECHANISM rsa = {CKM_RSA_PKCS, NULL_PTR, 0};
     CK_MECHANISM gcm = {CKM_AES_GCM, NULL_PTR, 0};
     CK_BYTE in[16] = {0}, out[512];
     CK_ULONG out_len = sizeof out;
-    char padded[32];
     const char *name;
     void *module;
-    int found = 0;
     CK_RV rv;
 
     if (argc != 5) {
@@ -54,18 +53,7 @@ int main(int argc, char **argv)
     if (get_interface && get_interface((CK_UTF8CHAR_PTR)"PKCS 11", &v30, &interface, 0) == CKR_OK)
         p30 = (CK_FUNCTION_LIST_3_0_PTR)interface->pFunctionList;
 
-    memset(padded, ' ', sizeof padded);
-    memcpy(padded, argv[2], strlen(argv[2]) < 32 ? strlen(argv[2]) : 32);
-    if (p11->C_GetSlotList(CK_TRUE, slots, &count) == CKR_OK) {
-        for (i = 0; i < count && !found; i++) {
-            CK_TOKEN_INFO info;
-            if (p11->C_GetTokenInfo(slots[i], &info) == CKR_OK && memcmp(info.label, padded, 32) == 0) {
-                slot = slots[i];
-                found = 1;
-            }
-        }
-    }
-    if (!found || p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL_PTR, NULL_PTR,
+    if (!find_slot(p11, argv[2], &slot) || p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL_PTR, NULL_PTR,
                                      &session) != CKR_OK) {
         fprintf(stderr, "no session on the token %s\n", argv[2]);
         return 1;

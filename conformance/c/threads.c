@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "pkcs11_unix.h"  /* shim/include: pkcs11.h with its platform macros */
+#include "find_slot.h"
 
 #define THREADS 8
 #define POOL 4
@@ -172,13 +173,11 @@ int main(int argc, char **argv)
 {
     CK_C_GetFunctionList get_function_list;
     CK_C_INITIALIZE_ARGS init_args;
-    CK_SLOT_ID slots[64], slot = 0;
-    CK_ULONG count = 64, i;
-    char padded[32];
+    CK_SLOT_ID slot = 0;
     pthread_t threads[THREADS];
     void *module;
     CK_RV rv;
-    int t, found = 0, thread = -1;
+    int t, thread = -1;
 
     if (argc < 6) {
         fprintf(stderr, "usage: %s <module.so> <token label> <PIN> <RSA key label> <EC key label> [iterations]\n",
@@ -200,18 +199,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    memset(padded, ' ', sizeof padded);
-    memcpy(padded, argv[2], strlen(argv[2]) < 32 ? strlen(argv[2]) : 32);
-    if (p11->C_GetSlotList(CK_TRUE, slots, &count) == CKR_OK) {
-        for (i = 0; i < count && !found; i++) {
-            CK_TOKEN_INFO info;
-            if (p11->C_GetTokenInfo(slots[i], &info) == CKR_OK && memcmp(info.label, padded, 32) == 0) {
-                slot = slots[i];
-                found = 1;
-            }
-        }
-    }
-    if (!found) {
+    if (!find_slot(p11, argv[2], &slot)) {
         printf("FAIL no token labelled %s\n", argv[2]);
         return 1;
     }
