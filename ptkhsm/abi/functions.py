@@ -1,8 +1,11 @@
 """The PKCS#11 functions as the C caller sees them.
 
 Each is a thin shell: check pointers, convert arguments, call the client's
-`api`, convert results. `export` attaches it to its `extern "Python"` entry
-and is the one place where exceptions become CK_RV.
+`api`, convert results, return its CK_RV (OK, or the per-attribute verdict of
+C_GetAttributeValue). Every failure is an exception; `export` attaches the
+function to its `extern "Python"` entry with `_failed`, the one place where
+exceptions become CK_RV. (cffi calls `_failed` with the exception and returns
+what it returns: no wrapper frame on the path of every call.)
 """
 
 import logging
@@ -17,39 +20,33 @@ from ..log import logger
 from . import marshal as M
 from .marshal import NULL, require
 
+OK = C.CKR_OK
 IMPLEMENTED = set()
 _state = {"library": None}
 _life = threading.Lock()  # C_Initialize / C_Finalize race from many threads (python-pkcs11 passes NULL)
 # A library inherited through fork() is never closed in the child: its sqlite
 # connection belongs to the parent's file locks.
 _forsaken = []
+_DEBUG = logger.isEnabledFor(logging.DEBUG)
 
 
 def export(fn):
-    name = fn.__name__
-    debug = logger.isEnabledFor(logging.DEBUG)
-
-    def shell(*args):
-        try:
-            fn(*args)
-            return C.CKR_OK
-        except CKRError as exc:
-            if debug:
-                logger.debug("%s: %s", name, exc)
-            return exc.rv
-        except MemoryError:
-            return C.CKR_HOST_MEMORY
-        except Exception:
-            logger.exception("%s failed unexpectedly", name)
-            return C.CKR_GENERAL_ERROR
-
-    ffi.def_extern(name=f"ptk_{name}", error=C.CKR_GENERAL_ERROR, onerror=_onerror)(shell)
-    IMPLEMENTED.add(name)
+    ffi.def_extern(name=f"ptk_{fn.__name__}", error=C.CKR_GENERAL_ERROR, onerror=_failed)(fn)
+    IMPLEMENTED.add(fn.__name__)
     return fn
 
 
-def _onerror(exc_type, exc_value, traceback):
-    logger.error("ptkhsm internal error: %s", exc_type.__name__)
+def _failed(exc_type, exc, traceback):
+    """The CK_RV for an exception raised by an exported function."""
+    if isinstance(exc, CKRError):
+        if _DEBUG:
+            logger.debug("%s: %s", traceback.tb_frame.f_code.co_name if traceback else "?", exc)
+        return exc.rv
+    if isinstance(exc, MemoryError):
+        return C.CKR_HOST_MEMORY
+    # A bug (or a function that forgot its return value, which cffi reports as a TypeError).
+    logger.error("ptkhsm internal error", exc_info=(exc_type, exc, traceback))
+    return C.CKR_GENERAL_ERROR
 
 
 def api():
@@ -90,6 +87,7 @@ def C_Initialize(pInitArgs):
         except CKRError as exc:
             logger.error("cannot start the HSM: %s", exc)
             raise
+    return OK
 
 
 @export
@@ -102,6 +100,7 @@ def C_Finalize(pReserved):
         library = _state["library"]
         _state["library"] = None
     library.finalize()
+    return OK
 
 
 @export
@@ -115,6 +114,7 @@ def C_GetInfo(pInfo):
     M.padded(info.libraryDescription, b"ptkhsm PKCS#11 module".ljust(32))
     major, minor = (int(x) for x in __version__.split(".")[:2])
     M.version(info.libraryVersion, (major, minor))
+    return OK
 
 
 # -- slots and tokens ----------------------------------------------------------------
@@ -122,6 +122,7 @@ def C_GetInfo(pInfo):
 def C_GetSlotList(tokenPresent, pSlotList, pulCount):
     slots = api().slot_list()
     M.ulongs_out(slots, pSlotList, pulCount)
+    return OK
 
 
 @export
@@ -134,6 +135,7 @@ def C_GetSlotInfo(slotID, pInfo):
     info.flags = found["flags"]
     M.version(info.hardwareVersion, found["hardware"])
     M.version(info.firmwareVersion, found["firmware"])
+    return OK
 
 
 @export
@@ -157,11 +159,13 @@ def C_GetTokenInfo(slotID, pInfo):
     info.ulFreePrivateMemory = found["free_private_memory"]
     M.version(info.hardwareVersion, found["hardware"])
     M.version(info.firmwareVersion, found["firmware"])
+    return OK
 
 
 @export
 def C_GetMechanismList(slotID, pMechanismList, pulCount):
     M.ulongs_out(api().mechanism_list(slotID), pMechanismList, pulCount)
+    return OK
 
 
 @export
@@ -169,6 +173,7 @@ def C_GetMechanismInfo(slotID, type, pInfo):
     low, high, flags = api().mechanism_info(slotID, type)
     require(pInfo)
     pInfo.ulMinKeySize, pInfo.ulMaxKeySize, pInfo.flags = low, high, flags
+    return OK
 
 
 @export
@@ -176,16 +181,19 @@ def C_InitToken(slotID, pPin, ulPinLen, pLabel):
     hsm = api()
     require(pLabel)
     hsm.init_token(slotID, M.data_in(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
+    return OK
 
 
 @export
 def C_InitPIN(hSession, pPin, ulPinLen):
     api().init_pin(hSession, M.data_in(pPin, ulPinLen))
+    return OK
 
 
 @export
 def C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen):
     api().set_pin(hSession, M.data_in(pOldPin, ulOldLen), M.data_in(pNewPin, ulNewLen))
+    return OK
 
 
 @export
@@ -202,16 +210,19 @@ def C_OpenSession(slotID, flags, pApplication, Notify, phSession):
     hsm = api()
     require(phSession)
     phSession[0] = hsm.open_session(slotID, flags)
+    return OK
 
 
 @export
 def C_CloseSession(hSession):
     api().close_session(hSession)
+    return OK
 
 
 @export
 def C_CloseAllSessions(slotID):
     api().close_all_sessions(slotID)
+    return OK
 
 
 @export
@@ -219,27 +230,32 @@ def C_GetSessionInfo(hSession, pInfo):
     slot_id, state, flags = api().session_info(hSession)
     require(pInfo)
     pInfo.slotID, pInfo.state, pInfo.flags, pInfo.ulDeviceError = slot_id, state, flags, 0
+    return OK
 
 
 @export
 def C_Login(hSession, userType, pPin, ulPinLen):
     api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+    return OK
 
 
 @export
 def C_LoginUser(hSession, userType, pPin, ulPinLen, pUsername, ulUsernameLen):
     # No named users on this token: the user name is ignored, as v3.0 §5.6 allows.
     api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+    return OK
 
 
 @export
 def C_Logout(hSession):
     api().logout(hSession)
+    return OK
 
 
 @export
 def C_SessionCancel(hSession, flags):
     api().cancel(hSession, flags)
+    return OK
 
 
 # -- objects -------------------------------------------------------------------------------
@@ -248,6 +264,7 @@ def C_CreateObject(hSession, pTemplate, ulCount, phObject):
     hsm = api()
     require(phObject)
     phObject[0] = hsm.create_object(hSession, M.template_in(pTemplate, ulCount))
+    return OK
 
 
 @export
@@ -255,11 +272,13 @@ def C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject):
     hsm = api()
     require(phNewObject)
     phNewObject[0] = hsm.copy_object(hSession, hObject, M.template_in(pTemplate, ulCount))
+    return OK
 
 
 @export
 def C_DestroyObject(hSession, hObject):
     api().destroy_object(hSession, hObject)
+    return OK
 
 
 @export
@@ -267,6 +286,7 @@ def C_GetObjectSize(hSession, hObject, pulSize):
     hsm = api()
     require(pulSize)
     pulSize[0] = hsm.object_size(hSession, hObject)
+    return OK
 
 
 @export
@@ -275,21 +295,22 @@ def C_GetAttributeValue(hSession, hObject, pTemplate, ulCount):
     if ulCount:
         require(pTemplate)
     types = [pTemplate[i].type for i in range(ulCount)]
-    rv = M.attributes_out(pTemplate, ulCount, hsm.get_attributes(hSession, hObject, types))
-    if rv != C.CKR_OK:
-        raise CKRError(rv)
+    # Per-attribute failures (sensitive, unknown, too small) still fill the others: not an exception.
+    return M.attributes_out(pTemplate, ulCount, hsm.get_attributes(hSession, hObject, types))
 
 
 @export
 def C_SetAttributeValue(hSession, hObject, pTemplate, ulCount):
     hsm = api()
     hsm.set_attributes(hSession, hObject, M.template_in(pTemplate, ulCount))
+    return OK
 
 
 @export
 def C_FindObjectsInit(hSession, pTemplate, ulCount):
     hsm = api()
     hsm.find_init(hSession, M.template_in(pTemplate, ulCount))
+    return OK
 
 
 @export
@@ -300,11 +321,13 @@ def C_FindObjects(hSession, phObject, ulMaxObjectCount, pulObjectCount):
     for i, handle in enumerate(found):
         phObject[i] = handle
     pulObjectCount[0] = len(found)
+    return OK
 
 
 @export
 def C_FindObjectsFinal(hSession):
     api().find_final(hSession)
+    return OK
 
 
 # -- encryption, decryption, digests, signatures ----------------------------------------
@@ -315,125 +338,146 @@ def _init(method, hSession, pMechanism, hKey):
 
 def _run(method, hSession, pData, ulDataLen, pOut, pulOutLen):
     hsm = api()
-    size = M.out_size(pOut, pulOutLen)
-    M.deliver(getattr(hsm, method)(hSession, M.data_in(pData, ulDataLen), size), pOut, pulOutLen)
+    room = M.out_size(pOut, pulOutLen)
+    M.deliver(getattr(hsm, method)(hSession, M.data_in(pData, ulDataLen), room), pOut, pulOutLen, room)
 
 
 def _final(method, hSession, pOut, pulOutLen):
     hsm = api()
-    size = M.out_size(pOut, pulOutLen)
-    M.deliver(getattr(hsm, method)(hSession, size), pOut, pulOutLen)
+    room = M.out_size(pOut, pulOutLen)
+    M.deliver(getattr(hsm, method)(hSession, room), pOut, pulOutLen, room)
 
 
 @export
 def C_EncryptInit(hSession, pMechanism, hKey):
     _init("encrypt_init", hSession, pMechanism, hKey)
+    return OK
 
 
 @export
 def C_Encrypt(hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen):
     _run("encrypt", hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
+    return OK
 
 
 @export
 def C_EncryptUpdate(hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen):
     _run("encrypt_update", hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
+    return OK
 
 
 @export
 def C_EncryptFinal(hSession, pLastEncryptedPart, pulLastEncryptedPartLen):
     _final("encrypt_final", hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
+    return OK
 
 
 @export
 def C_DecryptInit(hSession, pMechanism, hKey):
     _init("decrypt_init", hSession, pMechanism, hKey)
+    return OK
 
 
 @export
 def C_Decrypt(hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen):
     _run("decrypt", hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
+    return OK
 
 
 @export
 def C_DecryptUpdate(hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen):
     _run("decrypt_update", hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
+    return OK
 
 
 @export
 def C_DecryptFinal(hSession, pLastPart, pulLastPartLen):
     _final("decrypt_final", hSession, pLastPart, pulLastPartLen)
+    return OK
 
 
 @export
 def C_DigestInit(hSession, pMechanism):
     hsm = api()
     hsm.digest_init(hSession, M.mechanism_in(pMechanism))
+    return OK
 
 
 @export
 def C_Digest(hSession, pData, ulDataLen, pDigest, pulDigestLen):
     _run("digest", hSession, pData, ulDataLen, pDigest, pulDigestLen)
+    return OK
 
 
 @export
 def C_DigestUpdate(hSession, pPart, ulPartLen):
     hsm = api()
     hsm.digest_update(hSession, M.data_in(pPart, ulPartLen))
+    return OK
 
 
 @export
 def C_DigestKey(hSession, hKey):
     api().digest_key(hSession, hKey)
+    return OK
 
 
 @export
 def C_DigestFinal(hSession, pDigest, pulDigestLen):
     _final("digest_final", hSession, pDigest, pulDigestLen)
+    return OK
 
 
 @export
 def C_SignInit(hSession, pMechanism, hKey):
     _init("sign_init", hSession, pMechanism, hKey)
+    return OK
 
 
 @export
 def C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen):
     _run("sign", hSession, pData, ulDataLen, pSignature, pulSignatureLen)
+    return OK
 
 
 @export
 def C_SignUpdate(hSession, pPart, ulPartLen):
     hsm = api()
     hsm.sign_update(hSession, M.data_in(pPart, ulPartLen))
+    return OK
 
 
 @export
 def C_SignFinal(hSession, pSignature, pulSignatureLen):
     _final("sign_final", hSession, pSignature, pulSignatureLen)
+    return OK
 
 
 @export
 def C_VerifyInit(hSession, pMechanism, hKey):
     _init("verify_init", hSession, pMechanism, hKey)
+    return OK
 
 
 @export
 def C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen):
     hsm = api()
     hsm.verify(hSession, M.data_in(pData, ulDataLen), M.data_in(pSignature, ulSignatureLen))
+    return OK
 
 
 @export
 def C_VerifyUpdate(hSession, pPart, ulPartLen):
     hsm = api()
     hsm.verify_update(hSession, M.data_in(pPart, ulPartLen))
+    return OK
 
 
 @export
 def C_VerifyFinal(hSession, pSignature, ulSignatureLen):
     hsm = api()
     hsm.verify_final(hSession, M.data_in(pSignature, ulSignatureLen))
+    return OK
 
 
 # -- keys and random numbers ---------------------------------------------------------------
@@ -442,6 +486,7 @@ def C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey):
     hsm = api()
     require(phKey)
     phKey[0] = hsm.generate_key(hSession, M.mechanism_in(pMechanism), M.template_in(pTemplate, ulCount))
+    return OK
 
 
 @export
@@ -453,14 +498,16 @@ def C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate, ulPublicKeyAttri
         hSession, M.mechanism_in(pMechanism),
         M.template_in(pPublicKeyTemplate, ulPublicKeyAttributeCount),
         M.template_in(pPrivateKeyTemplate, ulPrivateKeyAttributeCount))
+    return OK
 
 
 @export
 def C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen):
     hsm = api()
-    M.out_size(pWrappedKey, pulWrappedKeyLen)
+    room = M.out_size(pWrappedKey, pulWrappedKeyLen)
     wrapped = hsm.wrap_key(hSession, M.mechanism_in(pMechanism), hWrappingKey, hKey)
-    M.deliver(wrapped, pWrappedKey, pulWrappedKeyLen)
+    M.deliver(wrapped, pWrappedKey, pulWrappedKeyLen, room)
+    return OK
 
 
 @export
@@ -471,6 +518,7 @@ def C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyL
     phKey[0] = hsm.unwrap_key(hSession, M.mechanism_in(pMechanism), hUnwrappingKey,
                               M.data_in(pWrappedKey, ulWrappedKeyLen),
                               M.template_in(pTemplate, ulAttributeCount))
+    return OK
 
 
 @export
@@ -479,12 +527,14 @@ def C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phK
     require(phKey)
     phKey[0] = hsm.derive_key(hSession, M.mechanism_in(pMechanism), hBaseKey,
                               M.template_in(pTemplate, ulAttributeCount))
+    return OK
 
 
 @export
 def C_SeedRandom(hSession, pSeed, ulSeedLen):
     hsm = api()
     hsm.seed_random(hSession, M.data_in(pSeed, ulSeedLen))
+    return OK
 
 
 @export
@@ -493,6 +543,7 @@ def C_GenerateRandom(hSession, RandomData, ulRandomLen):
     if ulRandomLen:
         require(RandomData)
     ffi.memmove(RandomData, hsm.generate_random(hSession, ulRandomLen), ulRandomLen)
+    return OK
 
 
 # -- functions this module does not implement ----------------------------------------

@@ -33,17 +33,16 @@ def out_size(buffer, length_ptr):
     return None if buffer == NULL else length_ptr[0]
 
 
-def deliver(result, buffer, length_ptr):
-    """Copy `result` out, or report its size (NULL buffer), or BUFFER_TOO_SMALL."""
+def deliver(result, buffer, length_ptr, room):
+    """Copy `result` out, or report its size (`room` None: the buffer is NULL), or
+    BUFFER_TOO_SMALL. `room` is what out_size said."""
     size = len(result)
-    if buffer == NULL:
-        length_ptr[0] = size
+    length_ptr[0] = size
+    if room is None:
         return
-    if length_ptr[0] < size:
-        length_ptr[0] = size
+    if room < size:
         raise BufferTooSmall(size)
     ffi.memmove(buffer, result, size)
-    length_ptr[0] = size
 
 
 def ulongs_out(values, array, count_ptr):
@@ -214,8 +213,16 @@ DECODERS = {
 }
 
 
+_BARE = {}  # ckm -> Mechanism(ckm, None): named tuples are immutable, so one serves every call
+
+
 def mechanism_in(pointer):
     require(pointer)
-    mechanism = pointer[0]
-    ckm = mechanism.mechanism
-    return P.Mechanism(ckm, DECODERS[P.kind_of(ckm)](mechanism))
+    ckm = pointer.mechanism
+    kind = P.KINDS.get(ckm, P.NONE)
+    if kind is P.NONE and not pointer.ulParameterLen:
+        bare = _BARE.get(ckm)
+        if bare is None:
+            bare = _BARE[ckm] = P.Mechanism(ckm, None)
+        return bare
+    return P.Mechanism(ckm, DECODERS[kind](pointer[0]))

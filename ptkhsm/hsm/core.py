@@ -49,6 +49,7 @@ class HSM:
         self.tokens.append(Token(user_slots, self.store, pins, self.handles, is_admin=True,
                                  admin_label=_pad(f"AdminToken({self.serial})", 32)))
         self.sessions = {}
+        self.slot_sessions = [{} for _ in self.tokens]  # slot -> {handle: Session}, the same sessions
         self.session_objects = {}  # handle -> Obj
         self._next_session = Handles()
         self._lock = threading.RLock()
@@ -72,7 +73,7 @@ class HSM:
         token = self._token(slot_id)
         with self._lock:
             token.ensure_loaded()
-            sessions = [s for s in self.sessions.values() if s.slot_id == slot_id]
+            sessions = self.slot_sessions[slot_id].values()
             return {
                 "label": _pad(token.label, 32), "manufacturer": _pad(MANUFACTURER, 32),
                 "model": _pad(MODEL, 16), "serial": _pad(self.serial, 16), "flags": token.flags(),
@@ -100,7 +101,7 @@ class HSM:
     def init_token(self, slot_id, so_pin, label):
         token = self._token(slot_id)
         with self._lock:
-            if any(s.slot_id == slot_id for s in self.sessions.values()):
+            if self.slot_sessions[slot_id]:
                 raise CKRError(C.CKR_SESSION_EXISTS, "close the token's sessions first")
             token.init_token(so_pin, token.label if token.is_admin else bytes(label))
 
@@ -125,13 +126,17 @@ class HSM:
             raise CKRError(C.CKR_SESSION_PARALLEL_NOT_SUPPORTED, "CKF_SERIAL_SESSION must be set")
         rw = bool(flags & C.CKF_RW_SESSION)
         with self._lock:
-            token.ensure_loaded()
+            # An initialised token stays initialised; its objects are refreshed by the
+            # calls that use them (find, create, login), so opening a session polls the
+            # store only until the token is seen initialised.
             if not token.initialized:
-                raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
+                token.ensure_loaded()
+                if not token.initialized:
+                    raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
             if not rw and token.login == C.CKU_SO:
                 raise CKRError(C.CKR_SESSION_READ_WRITE_SO_EXISTS, "the SO is logged in")
             handle = self._next_session.new()
-            self.sessions[handle] = Session(handle, slot_id, rw)
+            self.sessions[handle] = self.slot_sessions[slot_id][handle] = Session(handle, slot_id, rw)
             return handle
 
     def _session(self, handle):
@@ -144,15 +149,17 @@ class HSM:
         with self._lock:
             session, token = self._session(handle)
             del self.sessions[handle]
-            for obj in [o for o in self.session_objects.values() if o.session == handle]:
-                del self.session_objects[obj.handle]
-            if not any(s.slot_id == session.slot_id for s in self.sessions.values()):
+            open_here = self.slot_sessions[session.slot_id]
+            del open_here[handle]
+            for obj_handle in session.objects:
+                del self.session_objects[obj_handle]
+            if not open_here:
                 token.log_out()
 
     def close_all_sessions(self, slot_id):
         self._token(slot_id)
         with self._lock:
-            for handle in [h for h, s in self.sessions.items() if s.slot_id == slot_id]:
+            for handle in list(self.slot_sessions[slot_id]):
                 self.close_session(handle)
 
     def close_everything(self):
@@ -173,7 +180,7 @@ class HSM:
             raise CKRError(C.CKR_USER_TYPE_INVALID, f"user type {user_type}")
         with self._lock:
             if user_type == C.CKU_SO and token.login is None and any(
-                    not s.rw for s in self.sessions.values() if s.slot_id == session.slot_id):
+                    not s.rw for s in self.slot_sessions[session.slot_id].values()):
                 raise CKRError(C.CKR_SESSION_READ_ONLY_EXISTS, "close read-only sessions first")
             token.ensure_loaded()
             token.log_in(user_type, pin)
@@ -229,6 +236,7 @@ class HSM:
                 else:
                     obj = Obj(self.handles.new(), attrs, token.slot_id, session=session.handle)
                     self.session_objects[obj.handle] = obj
+                    session.objects.add(obj.handle)
                 handles.append(obj.handle)
             return handles
 
@@ -257,6 +265,7 @@ class HSM:
                 token.store_delete(obj)
             else:
                 del self.session_objects[obj.handle]
+                self.sessions[obj.session].objects.discard(obj.handle)
 
     def object_size(self, handle, obj_handle):
         _, token = self._session(handle)

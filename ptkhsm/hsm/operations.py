@@ -32,13 +32,23 @@ KEY_ERRORS = {
 _KEY_ERRORS = (C.CKR_KEY_TYPE_INCONSISTENT, C.CKR_KEY_SIZE_RANGE)
 
 
+# (function, CKM, parameter given) -> row, for the combinations that passed _row_for's
+# checks: the registry does not change once loaded, so neither do their answers.
+_FIT = {}
+
+
 def _row_for(kind, mechanism):
+    fit = (kind, mechanism.type, mechanism.param is not None)
+    row = _FIT.get(fit)
+    if row is not None:
+        return row
     row = lookup(mechanism.type)
     if mechanism.param is not None and mechparams.kind_of(row.ckm) == mechparams.NONE:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"{name(row.ckm)} takes no parameter")
     flag, _ = FUNCTION[kind]
     if not row.flags & flag:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"{name(row.ckm)} cannot {kind}")
+    _FIT[fit] = row
     return row
 
 

@@ -33,13 +33,14 @@ class Active:
 
 
 class Session:
-    __slots__ = ("handle", "slot_id", "rw", "ops")
+    __slots__ = ("handle", "slot_id", "rw", "ops", "objects")
 
     def __init__(self, handle, slot_id, rw):
         self.handle = handle
         self.slot_id = slot_id
         self.rw = rw
         self.ops = {}
+        self.objects = set()  # handles of the session objects it owns
 
     def begin(self, kind, op, key=None):
         if kind in self.ops:

@@ -22,8 +22,8 @@ HASHES = {
 class Digester:
     __slots__ = ("_ctx",)
 
-    def __init__(self, algorithm):
-        self._ctx = hashes.Hash(algorithm)
+    def __init__(self, blank):
+        self._ctx = blank.copy()
 
     def update(self, data):
         self._ctx.update(data)
@@ -41,9 +41,11 @@ class Digester:
 
 class Digest:
     def digest(self, row, param):
-        return Digester(row.info["algorithm"])
+        return Digester(row.info["blank"])
 
 
 _DIGEST = Digest()
-# One algorithm instance per row: they are immutable descriptors, shared by every operation.
-register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"hash": cls, "algorithm": cls()}) for ckm, cls in HASHES.items()))
+# Each row keeps a fresh hash context that operations copy: a copy costs half of
+# making a context (cryptography checks the algorithm's type on every Hash()).
+register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"hash": cls, "blank": hashes.Hash(cls())})
+           for ckm, cls in HASHES.items()))
