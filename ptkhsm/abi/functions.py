@@ -331,81 +331,78 @@ def C_FindObjectsFinal(hSession):
 
 
 # -- encryption, decryption, digests, signatures ----------------------------------------
-def _init(method, hSession, pMechanism, hKey):
-    hsm = api()
-    getattr(hsm, method)(hSession, M.mechanism_in(pMechanism), hKey)
+# The shapes shared by the operation functions; `start`/`step`/`finish` are methods of api().
+def _init(start, hSession, pMechanism, hKey):
+    start(hSession, M.mechanism_in(pMechanism), hKey)
 
 
-def _run(method, hSession, pData, ulDataLen, pOut, pulOutLen):
-    hsm = api()
+def _run(step, hSession, pData, ulDataLen, pOut, pulOutLen):
     room = M.out_size(pOut, pulOutLen)
-    M.deliver(getattr(hsm, method)(hSession, M.data_in(pData, ulDataLen), room), pOut, pulOutLen, room)
+    M.deliver(step(hSession, M.data_in(pData, ulDataLen), room), pOut, pulOutLen, room)
 
 
-def _final(method, hSession, pOut, pulOutLen):
-    hsm = api()
+def _final(finish, hSession, pOut, pulOutLen):
     room = M.out_size(pOut, pulOutLen)
-    M.deliver(getattr(hsm, method)(hSession, room), pOut, pulOutLen, room)
+    M.deliver(finish(hSession, room), pOut, pulOutLen, room)
 
 
 @export
 def C_EncryptInit(hSession, pMechanism, hKey):
-    _init("encrypt_init", hSession, pMechanism, hKey)
+    _init(api().encrypt_init, hSession, pMechanism, hKey)
     return OK
 
 
 @export
 def C_Encrypt(hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen):
-    _run("encrypt", hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
+    _run(api().encrypt, hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
     return OK
 
 
 @export
 def C_EncryptUpdate(hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen):
-    _run("encrypt_update", hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
+    _run(api().encrypt_update, hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
     return OK
 
 
 @export
 def C_EncryptFinal(hSession, pLastEncryptedPart, pulLastEncryptedPartLen):
-    _final("encrypt_final", hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
+    _final(api().encrypt_final, hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
     return OK
 
 
 @export
 def C_DecryptInit(hSession, pMechanism, hKey):
-    _init("decrypt_init", hSession, pMechanism, hKey)
+    _init(api().decrypt_init, hSession, pMechanism, hKey)
     return OK
 
 
 @export
 def C_Decrypt(hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen):
-    _run("decrypt", hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
+    _run(api().decrypt, hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
     return OK
 
 
 @export
 def C_DecryptUpdate(hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen):
-    _run("decrypt_update", hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
+    _run(api().decrypt_update, hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
     return OK
 
 
 @export
 def C_DecryptFinal(hSession, pLastPart, pulLastPartLen):
-    _final("decrypt_final", hSession, pLastPart, pulLastPartLen)
+    _final(api().decrypt_final, hSession, pLastPart, pulLastPartLen)
     return OK
 
 
 @export
 def C_DigestInit(hSession, pMechanism):
-    hsm = api()
-    hsm.digest_init(hSession, M.mechanism_in(pMechanism))
+    api().digest_init(hSession, M.mechanism_in(pMechanism))
     return OK
 
 
 @export
 def C_Digest(hSession, pData, ulDataLen, pDigest, pulDigestLen):
-    _run("digest", hSession, pData, ulDataLen, pDigest, pulDigestLen)
+    _run(api().digest, hSession, pData, ulDataLen, pDigest, pulDigestLen)
     return OK
 
 
@@ -424,19 +421,19 @@ def C_DigestKey(hSession, hKey):
 
 @export
 def C_DigestFinal(hSession, pDigest, pulDigestLen):
-    _final("digest_final", hSession, pDigest, pulDigestLen)
+    _final(api().digest_final, hSession, pDigest, pulDigestLen)
     return OK
 
 
 @export
 def C_SignInit(hSession, pMechanism, hKey):
-    _init("sign_init", hSession, pMechanism, hKey)
+    _init(api().sign_init, hSession, pMechanism, hKey)
     return OK
 
 
 @export
 def C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen):
-    _run("sign", hSession, pData, ulDataLen, pSignature, pulSignatureLen)
+    _run(api().sign, hSession, pData, ulDataLen, pSignature, pulSignatureLen)
     return OK
 
 
@@ -449,13 +446,13 @@ def C_SignUpdate(hSession, pPart, ulPartLen):
 
 @export
 def C_SignFinal(hSession, pSignature, pulSignatureLen):
-    _final("sign_final", hSession, pSignature, pulSignatureLen)
+    _final(api().sign_final, hSession, pSignature, pulSignatureLen)
     return OK
 
 
 @export
 def C_VerifyInit(hSession, pMechanism, hKey):
-    _init("verify_init", hSession, pMechanism, hKey)
+    _init(api().verify_init, hSession, pMechanism, hKey)
     return OK
 
 

@@ -19,7 +19,7 @@ from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
 from .objects import Handles, Obj, matches
-from .session import DECRYPT, DIGEST, ENCRYPT, FIND, MULTI, SIGN, SINGLE, VERIFY, Session
+from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
 
@@ -139,10 +139,14 @@ class HSM:
             self.sessions[handle] = self.slot_sessions[slot_id][handle] = Session(handle, slot_id, rw)
             return handle
 
-    def _session(self, handle):
+    def _live(self, handle):
         session = self.sessions.get(handle)
         if session is None:
             raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"session {handle}")
+        return session
+
+    def _session(self, handle):
+        session = self._live(handle)
         return session, self.tokens[session.slot_id]
 
     def close_session(self, handle):
@@ -327,10 +331,10 @@ class HSM:
 
     # -- cryptographic operations -------------------------------------------
     def _begin(self, handle, kind, mechanism, key_handle):
-        session, token = self._session(handle)
+        session = self._live(handle)
         if kind in session.ops:
             raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
-        key = self._key(token, key_handle) if key_handle is not None else None
+        key = None if key_handle is None else self._key(self.tokens[session.slot_id], key_handle)
         op = operations.start(kind, mechanism, key)
         session.begin(kind, op, key)
 
@@ -341,68 +345,68 @@ class HSM:
         self._begin(handle, ENCRYPT, mechanism, key)
 
     def encrypt(self, handle, data, out_len):
-        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.oneshot(data), data, out_len, True)
+        return self._live(handle).produce(ENCRYPT, ONESHOT, data, out_len)
 
     def encrypt_update(self, handle, data, out_len):
-        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.update(data), data, out_len, False)
+        return self._live(handle).produce(ENCRYPT, UPDATE, data, out_len)
 
     def encrypt_final(self, handle, out_len):
-        return self._session(handle)[0].produce(ENCRYPT, lambda op: op.final(), None, out_len, True)
+        return self._live(handle).produce(ENCRYPT, FINAL, None, out_len)
 
     def decrypt_init(self, handle, mechanism, key):
         self._begin(handle, DECRYPT, mechanism, key)
 
     def decrypt(self, handle, data, out_len):
-        return self._session(handle)[0].produce(DECRYPT, lambda op: op.oneshot(data), data, out_len, True)
+        return self._live(handle).produce(DECRYPT, ONESHOT, data, out_len)
 
     def decrypt_update(self, handle, data, out_len):
-        return self._session(handle)[0].produce(DECRYPT, lambda op: op.update(data), data, out_len, False)
+        return self._live(handle).produce(DECRYPT, UPDATE, data, out_len)
 
     def decrypt_final(self, handle, out_len):
-        return self._session(handle)[0].produce(DECRYPT, lambda op: op.final(), None, out_len, True)
+        return self._live(handle).produce(DECRYPT, FINAL, None, out_len)
 
     def digest_init(self, handle, mechanism):
         self._begin(handle, DIGEST, mechanism, None)
 
     def digest(self, handle, data, out_len):
-        return self._session(handle)[0].produce(DIGEST, lambda op: op.oneshot(data), data, out_len, True)
+        return self._live(handle).produce(DIGEST, ONESHOT, data, out_len)
 
     def digest_update(self, handle, data):
-        self._session(handle)[0].consume(DIGEST, lambda op: op.update(data), MULTI)
+        self._live(handle).consume(DIGEST, UPDATE, data)
 
     def digest_key(self, handle, key_handle):
         session, token = self._session(handle)
         key = self._key(token, key_handle)
         if key.attrs[C.CKA_CLASS] != C.CKO_SECRET_KEY:
             raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")
-        session.consume(DIGEST, lambda op: op.update(key.attrs[C.CKA_VALUE]), MULTI)
+        session.consume(DIGEST, UPDATE, key.attrs[C.CKA_VALUE])
 
     def digest_final(self, handle, out_len):
-        return self._session(handle)[0].produce(DIGEST, lambda op: op.final(), None, out_len, True)
+        return self._live(handle).produce(DIGEST, FINAL, None, out_len)
 
     def sign_init(self, handle, mechanism, key):
         self._begin(handle, SIGN, mechanism, key)
 
     def sign(self, handle, data, out_len):
-        return self._session(handle)[0].produce(SIGN, lambda op: op.oneshot(data), data, out_len, True)
+        return self._live(handle).produce(SIGN, ONESHOT, data, out_len)
 
     def sign_update(self, handle, data):
-        self._session(handle)[0].consume(SIGN, lambda op: op.update(data), MULTI)
+        self._live(handle).consume(SIGN, UPDATE, data)
 
     def sign_final(self, handle, out_len):
-        return self._session(handle)[0].produce(SIGN, lambda op: op.final(), None, out_len, True)
+        return self._live(handle).produce(SIGN, FINAL, None, out_len)
 
     def verify_init(self, handle, mechanism, key):
         self._begin(handle, VERIFY, mechanism, key)
 
     def verify(self, handle, data, signature):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.oneshot(data, signature), SINGLE)
+        self._live(handle).consume(VERIFY, ONESHOT, data, signature)
 
     def verify_update(self, handle, data):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.update(data), MULTI)
+        self._live(handle).consume(VERIFY, UPDATE, data)
 
     def verify_final(self, handle, signature):
-        self._session(handle)[0].consume(VERIFY, lambda op: op.final(signature), None)
+        self._live(handle).consume(VERIFY, FINAL, signature)
 
     # -- keys ----------------------------------------------------------------
     def generate_key(self, handle, mechanism, template):

@@ -19,6 +19,9 @@ ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY, FIND = "encrypt", "decrypt", "digest", "
 
 
 SINGLE, MULTI = "single-part", "multi-part"
+# The steps of an operation: the methods of the operation objects the mechanisms make.
+ONESHOT, UPDATE, FINAL = "oneshot", "update", "final"
+_MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a multi-part operation
 
 
 class Active:
@@ -47,63 +50,59 @@ class Session:
             raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
         self.ops[kind] = Active(op, key)
 
-    def active(self, kind):
+    def active(self, kind, mode=None):
+        """The operation of `kind`, about to take a `mode` call (None: a final step)."""
         state = self.ops.get(kind)
         if state is None:
             raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED, f"no {kind} operation")
         if state.needs_context_login:
             self.ops.pop(kind)
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "key needs CKU_CONTEXT_SPECIFIC login")
+        if mode is not None and state.mode != mode:
+            if state.mode is not None:
+                self.ops.pop(kind, None)
+                raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED,
+                               f"{mode} call in a {state.mode} {kind} operation")
+            state.mode = mode
         return state
 
     def end(self, kind):
         self.ops.pop(kind, None)
 
-    def _enter(self, kind, state, mode):
-        if mode is None:
-            return
-        if state.mode is not None and state.mode != mode:
-            self.ops.pop(kind, None)
-            raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED,
-                           f"{mode} call in a {state.mode} {kind} operation")
-        state.mode = mode
-
-    def produce(self, kind, call, data, out_len, last):
-        """Run `call(op)` for `kind`, honouring the length-query convention.
+    def produce(self, kind, step, data, out_len):
+        """Run the operation's `step` (ONESHOT or UPDATE with `data`, FINAL without) for
+        `kind`, honouring the length-query convention.
 
         out_len is the caller's buffer size (None: length query). The result is
-        returned in every case; the ABI decides what to copy. `last` says the
-        call ends the operation once its output is delivered.
+        returned in every case; the ABI decides what to copy. ONESHOT and FINAL end
+        the operation once their output is delivered.
         """
-        state = self.active(kind)
-        self._enter(kind, state, SINGLE if last and data is not None else MULTI)
+        state = self.active(kind, _MODE[step])
         if state.pending is not None and state.pending[0] == data:
             result = state.pending[1]
         else:
             try:
-                result = call(state.op)
+                result = state.op.final() if step is FINAL else getattr(state.op, step)(data)
             except BaseException:
                 self.ops.pop(kind, None)
                 raise
         if out_len is None or len(result) > out_len:
             state.pending = (data, result)
-        elif last:
+        elif step is not UPDATE:
             self.ops.pop(kind, None)
         else:
             state.pending = None
         return result
 
-    def consume(self, kind, call, mode):
-        """Run an operation step that has no output: an update (MULTI), a single-part
-        C_Verify (SINGLE) or a final step (None); all but updates end the operation."""
-        last = mode != MULTI
-        state = self.active(kind)
-        self._enter(kind, state, mode)
+    def consume(self, kind, step, *args):
+        """Run an operation step that has no output: an UPDATE, a single-part C_Verify
+        (ONESHOT) or a FINAL step; all but updates end the operation."""
+        state = self.active(kind, _MODE[step])
         try:
-            result = call(state.op)
+            result = getattr(state.op, step)(*args)
         except BaseException:
             self.ops.pop(kind, None)
             raise
-        if last:
+        if step is not UPDATE:
             self.ops.pop(kind, None)
         return result

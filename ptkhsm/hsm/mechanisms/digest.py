@@ -28,9 +28,6 @@ class Digester:
     def update(self, data):
         self._ctx.update(data)
 
-    def update_key(self, value):
-        self._ctx.update(value)
-
     def final(self):
         return self._ctx.finalize()
 
