@@ -75,6 +75,16 @@ def key_type(ckk):
     return handler
 
 
+def remembered(key, name, make):
+    """key.cache[name], made by make(key.attrs) on first use. The parsed form of a key
+    (a cryptography key object, a keyed context) then costs nothing per operation;
+    the cache goes when the key's attributes change."""
+    value = key.cache.get(name)
+    if value is None:
+        value = key.cache[name] = make(key.attrs)
+    return value
+
+
 def register(*rows):
     for row in rows:
         if row.ckm in REGISTRY:

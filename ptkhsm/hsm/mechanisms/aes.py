@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import Buffered, CipherWrap, Row, crypto_errors, register, register_key_type
+from . import Buffered, CipherWrap, Row, crypto_errors, register, register_key_type, remembered
 from .secret import SecretKeyGen, secret_key_type
 
 LENGTHS = (16, 24, 32)
@@ -82,17 +82,26 @@ def _value(key):
     return key.attrs[C.CKA_VALUE]
 
 
+def _aes(attrs):
+    return algorithms.AES(attrs[C.CKA_VALUE])
+
+
+def _cipher(row, key, param):
+    # The key schedule's algorithm object is the key's; the mode carries this operation's IV.
+    return Cipher(remembered(key, "aes", _aes), _mode(row, param))
+
+
 class Aes(SecretKeyGen, CipherWrap):
     def encrypt(self, row, key, param):
         if row.info["mode"] == "gcm":
             return GcmEncrypt(_value(key), _gcm_param(param))
-        ctx = Cipher(algorithms.AES(_value(key)), _mode(row, param)).encryptor()
+        ctx = _cipher(row, key, param).encryptor()
         return Stream(ctx, C.CKR_DATA_LEN_RANGE, pad=row.info["mode"] == "cbc-pad")
 
     def decrypt(self, row, key, param):
         if row.info["mode"] == "gcm":
             return _gcm_decrypt(_value(key), _gcm_param(param))
-        ctx = Cipher(algorithms.AES(_value(key)), _mode(row, param)).decryptor()
+        ctx = _cipher(row, key, param).decryptor()
         return Stream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE, unpad=row.info["mode"] == "cbc-pad")
 
 

@@ -21,7 +21,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
 from ...errors import CKRError
-from . import KeyType, Row, register, register_key_type
+from . import KeyType, Row, register, register_key_type, remembered
 from . import pkcs8
 
 with warnings.catch_warnings():
@@ -98,10 +98,7 @@ def _private_from_attrs(attrs):
 
 
 def private_key(key):
-    cached = key.cache.get("dh-private")
-    if cached is None:
-        cached = key.cache["dh-private"] = _private_from_attrs(key.attrs)
-    return cached
+    return remembered(key, "dh-private", _private_from_attrs)
 
 
 def _complete(cls, attrs):

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, utils
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type, remembered
 from . import pkcs8
 from .digest import HASHES
 
@@ -67,17 +67,11 @@ def _private_from_attrs(attrs):
 
 
 def public_key(key):
-    cached = key.cache.get("dsa-public")
-    if cached is None:
-        cached = key.cache["dsa-public"] = _public_from_attrs(key.attrs)
-    return cached
+    return remembered(key, "dsa-public", _public_from_attrs)
 
 
 def private_key(key):
-    cached = key.cache.get("dsa-private")
-    if cached is None:
-        cached = key.cache["dsa-private"] = _private_from_attrs(key.attrs)
-    return cached
+    return remembered(key, "dsa-private", _private_from_attrs)
 
 
 def _spki(public):

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type, remembered
 from . import pkcs8
 from .digest import HASHES
 
@@ -63,24 +63,20 @@ def point_bytes(ec_point):
     return inner if inner is not None and inner[:1] in (b"\2", b"\3", b"\4") else ec_point
 
 
+def _public(attrs):
+    curve = curve_of(attrs[C.CKA_EC_PARAMS])
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point_bytes(attrs[C.CKA_EC_POINT]))
+    except ValueError:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_EC_POINT is not on the curve") from None
+
+
 def public_key(key):
-    cached = key.cache.get("ec-public")
-    if cached is None:
-        curve = curve_of(key.attrs[C.CKA_EC_PARAMS])
-        try:
-            cached = ec.EllipticCurvePublicKey.from_encoded_point(curve, point_bytes(key.attrs[C.CKA_EC_POINT]))
-        except ValueError:
-            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_EC_POINT is not on the curve") from None
-        key.cache["ec-public"] = cached
-    return cached
+    return remembered(key, "ec-public", _public)
 
 
 def private_key(key):
-    cached = key.cache.get("ec-private")
-    if cached is None:
-        cached = _private(key.attrs)
-        key.cache["ec-private"] = cached
-    return cached
+    return remembered(key, "ec-private", _private)
 
 
 def _private(attrs):

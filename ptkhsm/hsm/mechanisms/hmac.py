@@ -4,7 +4,7 @@ from cryptography.hazmat.primitives import constant_time, hmac
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Row, register, register_key_type
+from . import Row, register, register_key_type, remembered
 from .digest import HASHES
 from .secret import SecretKeyGen, secret_key_type
 
@@ -60,10 +60,8 @@ class Hmac(SecretKeyGen):
     def _keyed(self, row, key):
         """A copy of the key's HMAC context, keyed once per key and hash (the copy is cheaper)."""
         algorithm = row.info["hash"]
-        base = key.cache.get(("hmac", algorithm))
-        if base is None:
-            base = key.cache[("hmac", algorithm)] = hmac.HMAC(key.attrs[C.CKA_VALUE], algorithm())
-        return base.copy()
+        return remembered(key, ("hmac", algorithm),
+                          lambda attrs: hmac.HMAC(attrs[C.CKA_VALUE], algorithm())).copy()
 
     def sign(self, row, key, param):
         return Mac(self._keyed(row, key), self._length(row, param))

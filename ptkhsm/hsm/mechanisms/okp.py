@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, x448, x255
 
 from ... import constants as C
 from ...errors import CKRError
-from . import KeyType
+from . import KeyType, remembered
 from . import pkcs8
 from .ec import der_octet_string, parse_octet_string
 
@@ -87,21 +87,17 @@ def _load_private(curve, raw):
 
 
 def public_key(key, curves):
-    cached = key.cache.get("okp-public")
-    if cached is None:
-        curve = curve_of(key.attrs[C.CKA_EC_PARAMS], curves)
-        cached = curve, _load_public(curve, raw_public(key.attrs[C.CKA_EC_POINT], curve))
-        key.cache["okp-public"] = cached
-    return cached
+    def load(attrs):
+        curve = curve_of(attrs[C.CKA_EC_PARAMS], curves)
+        return curve, _load_public(curve, raw_public(attrs[C.CKA_EC_POINT], curve))
+    return remembered(key, "okp-public", load)
 
 
 def private_key(key, curves):
-    cached = key.cache.get("okp-private")
-    if cached is None:
-        curve = curve_of(key.attrs[C.CKA_EC_PARAMS], curves)
-        cached = curve, _load_private(curve, key.attrs[C.CKA_VALUE])
-        key.cache["okp-private"] = cached
-    return cached
+    def load(attrs):
+        curve = curve_of(attrs[C.CKA_EC_PARAMS], curves)
+        return curve, _load_private(curve, attrs[C.CKA_VALUE])
+    return remembered(key, "okp-private", load)
 
 
 def _raw(public):

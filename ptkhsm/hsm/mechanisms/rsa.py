@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type
+from . import (Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type,
+               remembered)
 from . import pkcs8
 from .digest import HASHES
 
@@ -49,23 +50,17 @@ def _bytes(value):
 
 
 # -- key objects ----------------------------------------------------------------
+def _public_from_attrs(attrs):
+    with _invalid("RSA public key"):
+        return rsa.RSAPublicNumbers(_int(attrs[C.CKA_PUBLIC_EXPONENT]), _int(attrs[C.CKA_MODULUS])).public_key()
+
+
 def public_key(key):
-    cached = key.cache.get("rsa-public")
-    if cached is None:
-        attrs = key.attrs
-        with _invalid("RSA public key"):
-            cached = rsa.RSAPublicNumbers(_int(attrs[C.CKA_PUBLIC_EXPONENT]),
-                                          _int(attrs[C.CKA_MODULUS])).public_key()
-        key.cache["rsa-public"] = cached
-    return cached
+    return remembered(key, "rsa-public", _public_from_attrs)
 
 
 def private_key(key):
-    cached = key.cache.get("rsa-private")
-    if cached is None:
-        cached = _private_from_attrs(key.attrs)
-        key.cache["rsa-private"] = cached
-    return cached
+    return remembered(key, "rsa-private", _private_from_attrs)
 
 
 def _private_from_attrs(attrs):
