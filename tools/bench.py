@@ -30,7 +30,7 @@ RATIO_GOALS = [
 SCALING_OP, SCALING_GOAL = "rsa2048-sign", 1.7      # ptkhsm at 2 threads / 1 thread
 INIT_GOAL_MS = 100.0
 RSS_GOAL_MB = 300.0
-SIGN_OPS = ("rsa2048-sign", "p256-sign", "ed25519-sign")
+THREADED_OPS = ("rsa2048-sign", "p256-sign", "ed25519-sign", "find-sign")  # also at 2 and 8 threads
 THREADS = (1, 2, 8)
 
 
@@ -38,7 +38,7 @@ def suite_plan(with_100k):
     pairs = []
     for op, threads in ctperf.plan(ctperf.DEFAULT_OPS, [1]):
         pairs.append((op, threads))
-        if op in SIGN_OPS:
+        if op in THREADED_OPS:
             pairs += [(op, n) for n in THREADS if n != 1]
     if with_100k:
         pairs.append(("find-100k", 1))
