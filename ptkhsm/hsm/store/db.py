@@ -39,16 +39,21 @@ TOKEN_FIELDS = ("label", "so_salt", "so_sealed", "user_salt", "user_sealed",
                 "so_failures", "user_failures")
 
 
+def _device_error(what, exc):
+    """The CKRError for a failed store access."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        rv = CKR_DEVICE_MEMORY if code == sqlite3.SQLITE_FULL else CKR_DEVICE_ERROR
+        return CKRError(rv, f"store: {what}: {exc}")
+    return CKRError(CKR_DEVICE_ERROR, f"store: {what}: {exc.strerror}")
+
+
 @contextlib.contextmanager
 def _device_errors(what):
     try:
         yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        rv = CKR_DEVICE_MEMORY if code == sqlite3.SQLITE_FULL else CKR_DEVICE_ERROR
-        raise CKRError(rv, f"store: {what}: {exc}") from None
-    except OSError as exc:
-        raise CKRError(CKR_DEVICE_ERROR, f"store: {what}: {exc.strerror}") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise _device_error(what, exc) from None
 
 
 class Store:
@@ -87,13 +92,15 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def _data_version(self):
-        return self._db.execute("PRAGMA data_version").fetchone()[0]
-
     def version(self):
-        """sqlite's data_version: changes when another connection (process) commits."""
-        with self._lock, _device_errors("poll"):
-            return self._data_version()
+        """sqlite's data_version: changes when another connection (process) commits.
+        Asked before every find: written without the context manager, which cost
+        as much as the query."""
+        with self._lock:
+            try:
+                return self._db.execute("PRAGMA data_version").fetchone()[0]
+            except (sqlite3.Error, OSError) as exc:
+                raise _device_error("poll", exc) from None
 
     def token(self, slot):
         with self._lock, _device_errors("read token"):
