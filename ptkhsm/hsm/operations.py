@@ -6,7 +6,7 @@ asks the family implementation for the operation.
 """
 
 from .. import constants as C
-from .. import mechparams
+from .. import mechparams, schema
 from ..errors import CKRError
 from . import policy
 from .mechanisms import key_type, lookup, name
@@ -125,6 +125,14 @@ def wrap(mechanism, wrapping_key, key):
     return row.impl.wrap(row, wrapping_key, mechanism.param, blob)
 
 
+def _apply_key_template(key, attr_type, template):
+    """Merge the key's CKA_UNWRAP_TEMPLATE / CKA_DERIVE_TEMPLATE into the template of the
+    key being made; the caller's template may repeat its values, not contradict them."""
+    for inner_type, value in key.attrs.get(attr_type, ()):
+        if template.setdefault(inner_type, value) != value:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"template conflicts with {schema.name(attr_type)}")
+
+
 def unwrap(mechanism, unwrapping_key, wrapped, template):
     """-> (origin, class, key type, material) for policy.new_object; template is updated in
     place with the unwrapping key's CKA_UNWRAP_TEMPLATE.
@@ -134,9 +142,7 @@ def unwrap(mechanism, unwrapping_key, wrapped, template):
     which the template then changes as C_CopyObject's template would."""
     row = _row_for("unwrap", mechanism)
     check_key("unwrap", row, unwrapping_key)
-    for attr_type, value in unwrapping_key.attrs.get(C.CKA_UNWRAP_TEMPLATE, ()):
-        if template.setdefault(attr_type, value) != value:
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "template conflicts with CKA_UNWRAP_TEMPLATE")
+    _apply_key_template(unwrapping_key, C.CKA_UNWRAP_TEMPLATE, template)
     if row.info.get("object"):
         attrs = row.impl.unwrap(row, unwrapping_key, mechanism.param, wrapped)
         return policy.RESTORE, attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE), attrs
@@ -156,7 +162,10 @@ def unwrap(mechanism, unwrapping_key, wrapped, template):
 
 
 def derive(mechanism, base, template, resolve):
+    """-> (class, key type, material) for policy.new_object; template is updated in place
+    with the base key's CKA_DERIVE_TEMPLATE."""
     row = _row_for("derive", mechanism)
     check_key("derive", row, base)
+    _apply_key_template(base, C.CKA_DERIVE_TEMPLATE, template)
     param = _resolve_param(row, mechanism, resolve)
     return row.impl.derive(row, base, param, template)

@@ -10,6 +10,8 @@ beyond their definition; they are checked byte for byte against it, with the inp
 kryoptic's tests/simplekdf.rs.
 """
 
+import hashlib
+
 import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -18,7 +20,7 @@ from ptkhsm import constants as C
 
 from . import raw
 from .conftest import raw_rv
-from .symkeys import des_cbc_data, secret, string_data, ulong
+from .symkeys import create, des_cbc_data, secret, string_data, ulong
 from .test_symmetric import _odd_parity, _tdes_records
 from .vectors import hexbytes, load_nist
 
@@ -205,6 +207,25 @@ def test_derived_key_inherits_protection(s):
     # an unprotected base leaves the template in charge
     key = raw.derive(s, C.CKM_SHA1_KEY_DERIVATION, None, readable.handle, {**SECRET, **READABLE})
     assert not _bool(s, key, C.CKA_SENSITIVE) and _bool(s, key, C.CKA_EXTRACTABLE)
+
+
+def test_derive_template(s):
+    """CKA_DERIVE_TEMPLATE: its attributes are given to every key derived from that key; a
+    caller's template that contradicts it is inconsistent (as CKA_UNWRAP_TEMPLATE)."""
+    base = create(s, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                      Attribute.VALUE: b"\7" * 32, Attribute.DERIVE: True, Attribute.TOKEN: False, **READABLE,
+                      Attribute.DERIVE_TEMPLATE: {Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE_LEN: 16,
+                                                  Attribute.ENCRYPT: False}})
+    key = raw.derive(s, C.CKM_SHA256_KEY_DERIVATION, None, base, {**SECRET, **READABLE})
+    assert raw.attribute(s, key, C.CKA_KEY_TYPE) == ulong(KeyType.AES)
+    assert not _bool(s, key, C.CKA_ENCRYPT)
+    assert _value(s, key) == hashlib.sha256(b"\7" * 32).digest()[:16]
+    key = raw.derive(s, C.CKM_SHA256_KEY_DERIVATION, None, base, {**SECRET, Attribute.ENCRYPT: False})
+    assert not _bool(s, key, C.CKA_ENCRYPT)
+    with raw_rv(C.CKR_TEMPLATE_INCONSISTENT):
+        raw.derive(s, C.CKM_SHA256_KEY_DERIVATION, None, base, {**SECRET, Attribute.ENCRYPT: True})
+    with raw_rv(C.CKR_TEMPLATE_INCONSISTENT):
+        raw.derive(s, C.CKM_SHA256_KEY_DERIVATION, None, base, {**SECRET, Attribute.KEY_TYPE: KeyType.DES3})
 
 
 def test_derive_bad_keys(s):
