@@ -9,6 +9,22 @@ from .. import schema
 from ..errors import BufferTooSmall, CKRError
 
 NULL = ffi.NULL
+
+
+def _realize_types():
+    """Realize every typedef and struct type now, while cffi's init code runs alone.
+    cffi builds types lazily on first use, and on GIL builds of Python its lazy
+    realization is not thread-safe (python-cffi/cffi#271): threads that first used
+    CK_MECHANISM at the same moment aborted the process inside cffi
+    (realize_c_type.c, about 1 run in 300 of tests/c/host.c's 16-thread test)."""
+    typedefs, structs, _ = ffi.list_types()
+    for name in typedefs:
+        ffi.typeof(name)
+    for tag in structs:
+        ffi.typeof(f"struct {tag}").fields
+
+
+_realize_types()
 ATTRIBUTE_SIZE = ffi.sizeof("CK_ATTRIBUTE")
 MAX_VALUE_LEN = 1 << 26  # a larger ulValueLen is a caller bug (e.g. CK_UNAVAILABLE_INFORMATION)
 
@@ -142,9 +158,10 @@ def _param_bytes(pointer, length):
 
 
 def _bytes(m):
-    if m.pParameter == NULL:
+    pointer = m.pParameter
+    if pointer == NULL:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "parameter missing")
-    return _param_bytes(m.pParameter, m.ulParameterLen)
+    return ffi.buffer(pointer, m.ulParameterLen)[:]
 
 
 def _optional_bytes(m):
@@ -225,4 +242,4 @@ def mechanism_in(pointer):
         if bare is None:
             bare = _BARE[ckm] = P.Mechanism(ckm, None)
         return bare
-    return P.Mechanism(ckm, DECODERS[kind](pointer[0]))
+    return P.Mechanism(ckm, DECODERS[kind](pointer))  # decoders read the fields through the pointer
