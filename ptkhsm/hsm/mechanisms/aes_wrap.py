@@ -2,14 +2,15 @@
 (CKM_AES_KEY_WRAP_KWP, and CKM_AES_KEY_WRAP_PAD as the same thing — see
 docs/decisions.md). Encrypt/decrypt and wrap/unwrap, single-part.
 
-The wrapping function W of RFC 3394 §2.2.1 is written here over one AES-ECB
-context because PKCS#11 lets the caller choose the initial value, which
-`cryptography`'s keywrap functions do not take.
+With the default initial values (A6A6A6A6A6A6A6A6, A65959A6) the work is
+`cryptography`'s keywrap functions. PKCS#11 also lets the caller choose the
+initial value, which those functions do not take: for that case only, the
+wrapping function W of RFC 3394 §2.2.1 is written here over one AES-ECB context.
 """
 
 import struct
 
-from cryptography.hazmat.primitives import constant_time
+from cryptography.hazmat.primitives import constant_time, keywrap
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ... import constants as C
@@ -59,12 +60,19 @@ def _integrity_failed():
 def kw_encrypt(value, iv, data):
     if len(data) % SEMIBLOCK or len(data) < 2 * SEMIBLOCK:
         raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap takes a multiple of 8 bytes, at least 16")
+    if iv == KW_IV:
+        return keywrap.aes_key_wrap(value, data)
     return wrap_blocks(value, iv, data)
 
 
 def kw_decrypt(value, iv, data):
     if len(data) % SEMIBLOCK or len(data) < 3 * SEMIBLOCK:
         raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "AES key wrap output is a multiple of 8 bytes, at least 24")
+    if iv == KW_IV:
+        try:
+            return keywrap.aes_key_unwrap(value, data)
+        except keywrap.InvalidUnwrap:
+            raise _integrity_failed() from None
     a, plain = unwrap_blocks(value, data)
     if not constant_time.bytes_eq(a, iv):
         raise _integrity_failed()
@@ -77,6 +85,8 @@ def kwp_encrypt(value, icv, data):
         raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap with padding needs at least 1 byte")
     if len(data) >= 1 << 32:
         raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap with padding takes less than 4 GiB")
+    if icv == KWP_ICV:
+        return keywrap.aes_key_wrap_with_padding(value, data)
     aiv = icv + struct.pack(">I", len(data))
     padded = data + b"\0" * (-len(data) % SEMIBLOCK)
     if len(padded) == SEMIBLOCK:
@@ -90,6 +100,11 @@ def kwp_decrypt(value, icv, data):
     if len(data) % SEMIBLOCK or len(data) < 2 * SEMIBLOCK:
         raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE,
                        "AES key wrap with padding output is a multiple of 8 bytes, at least 16")
+    if icv == KWP_ICV:
+        try:
+            return keywrap.aes_key_unwrap_with_padding(value, data)
+        except keywrap.InvalidUnwrap:
+            raise _integrity_failed() from None
     if len(data) == 2 * SEMIBLOCK:
         ecb = Cipher(algorithms.AES(value), modes.ECB()).decryptor()
         block = ecb.update(data) + ecb.finalize()
