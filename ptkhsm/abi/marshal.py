@@ -19,7 +19,8 @@ def _realize_types():
     (realize_c_type.c, about 1 run in 300 of tests/c/host.c's 16-thread test)."""
     typedefs, structs, _ = ffi.list_types()
     for name in typedefs:
-        ffi.typeof(name)
+        if ffi.typeof(name).kind == "struct":
+            ffi.typeof(f"{name} *")  # the casts of mechanism parameters
     for tag in structs:
         ffi.typeof(f"struct {tag}").fields
 
