@@ -9,6 +9,7 @@ import struct
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.mechanisms import GCMParams
 
@@ -182,6 +183,46 @@ def test_aes_ctr_rfc3686(s, bits):
         plain, cipher = bytes.fromhex(r["PLAINTEXT"]), bytes.fromhex(r["CIPHERTEXT"])
         assert key.encrypt(plain, mechanism=Mechanism.AES_CTR, mechanism_param=param) == cipher
         assert key.decrypt(cipher, mechanism=Mechanism.AES_CTR, mechanism_param=param) == plain
+
+
+def _ctr_reference(key, block, bits, length):
+    """CKM_AES_CTR's key stream by its definition, block by block over AES-ECB: the low
+    `bits` of the counter block count and wrap within themselves."""
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    value, field = int.from_bytes(block, "big"), 1 << bits
+    nonce, counter = value - value % field, value % field
+    stream = b""
+    while len(stream) < length:
+        stream += ecb.update((nonce + counter).to_bytes(16, "big"))
+        counter = (counter + 1) % field
+    return stream[:length]
+
+
+@pytest.mark.parametrize("bits, start", [(8, 0xFD), (16, 0xFFFF), (1, 1), (32, 0)])
+def test_aes_ctr_counter_field_wraps_within_itself(s, bits, start):
+    """The bits above the counter field never change, whatever the data length and however
+    the calls split it; 2**bits blocks are allowed, one byte more is refused."""
+    value = bytes(range(32))
+    key = _aes(s, value)
+    block = bytes.fromhex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0")
+    block = (int.from_bytes(block, "big") >> bits << bits | start).to_bytes(16, "big")
+    param = struct.pack("L16s", bits, block)
+    plain = bytes(range(256)) * 3 + b"tail"
+    if bits < 8:
+        plain = plain[:(1 << bits) * 16]
+    expected = bytes(a ^ b for a, b in zip(plain, _ctr_reference(value, block, bits, len(plain))))
+    assert key.encrypt(plain, mechanism=Mechanism.AES_CTR, mechanism_param=param) == expected
+    assert key.decrypt(expected, mechanism=Mechanism.AES_CTR, mechanism_param=param) == plain
+    parts = (plain[:7], plain[7:40], plain[40:41], plain[41:])
+    assert b"".join(key.encrypt(iter(parts), mechanism=Mechanism.AES_CTR, mechanism_param=param)) == expected
+    if bits <= 16:
+        limit = (1 << bits) * 16
+        full = bytes(limit)
+        assert len(key.encrypt(full, mechanism=Mechanism.AES_CTR, mechanism_param=param)) == limit
+        with pytest.raises(pkcs11.DataLenRange):
+            key.encrypt(full + b"x", mechanism=Mechanism.AES_CTR, mechanism_param=param)
+        with pytest.raises(pkcs11.EncryptedDataLenRange):
+            key.decrypt(full + b"x", mechanism=Mechanism.AES_CTR, mechanism_param=param)
 
 
 def _gcm_records(name):

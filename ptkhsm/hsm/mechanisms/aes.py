@@ -71,10 +71,6 @@ def _mode(row, param):
         return modes.ECB()
     if kind in ("cbc", "cbc-pad"):
         return modes.CBC(_iv(param))
-    if kind == "ctr":
-        if not 1 <= param.counter_bits <= 128 or len(param.cb) != BLOCK:
-            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CTR needs 1..128 counter bits and a 16-byte block")
-        return modes.CTR(param.cb)
     raise AssertionError(kind)
 
 
@@ -91,16 +87,63 @@ def _cipher(row, key, param):
     return Cipher(remembered(key, "aes", _aes), _mode(row, param))
 
 
+class Ctr:
+    """CKM_AES_CTR. Only the low `counter_bits` of the counter block count (PKCS#11 v3.0,
+    CK_AES_CTR_PARAMS): they wrap within themselves and the bits above them never change;
+    the counter may not come back to its first value, so more than 2**counter_bits blocks
+    is a length error. cryptography's CTR carries into all 128 bits: the key stream is cut
+    where the counter field wraps and goes on from a block whose field is zero."""
+
+    __slots__ = ("_algorithm", "_field", "_nonce", "_ctx", "_to_wrap", "_budget", "_length_error")
+
+    def __init__(self, algorithm, param, length_error):
+        if not 1 <= param.counter_bits <= 128 or len(param.cb) != BLOCK:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CTR needs 1..128 counter bits and a 16-byte block")
+        block = int.from_bytes(param.cb, "big")
+        self._field = 1 << param.counter_bits
+        counter = block % self._field
+        self._algorithm = algorithm
+        self._nonce = block - counter
+        self._ctx = Cipher(algorithm, modes.CTR(param.cb)).encryptor()
+        self._to_wrap = (self._field - counter) * BLOCK   # bytes until the field wraps
+        self._budget = self._field * BLOCK                # bytes before it is back at its start
+        self._length_error = length_error
+
+    def update(self, data):
+        if len(data) > self._budget:
+            raise CKRError(self._length_error, "the CTR counter would come back to its first value")
+        self._budget -= len(data)
+        out = []
+        while len(data) > self._to_wrap:
+            out.append(self._ctx.update(data[:self._to_wrap]))
+            data = data[self._to_wrap:]
+            self._ctx = Cipher(self._algorithm, modes.CTR(self._nonce.to_bytes(BLOCK, "big"))).encryptor()
+            self._to_wrap = self._field * BLOCK
+        self._to_wrap -= len(data)
+        out.append(self._ctx.update(data))
+        return b"".join(out)
+
+    def final(self):
+        return b""
+
+    def oneshot(self, data):
+        return self.update(data)
+
+
 class Aes(SecretKeyGen, CipherWrap):
     def encrypt(self, row, key, param):
         if row.info["mode"] == "gcm":
             return GcmEncrypt(_value(key), _gcm_param(param))
+        if row.info["mode"] == "ctr":
+            return Ctr(remembered(key, "aes", _aes), param, C.CKR_DATA_LEN_RANGE)
         ctx = _cipher(row, key, param).encryptor()
         return Stream(ctx, C.CKR_DATA_LEN_RANGE, pad=row.info["mode"] == "cbc-pad")
 
     def decrypt(self, row, key, param):
         if row.info["mode"] == "gcm":
             return _gcm_decrypt(_value(key), _gcm_param(param))
+        if row.info["mode"] == "ctr":  # the same key stream
+            return Ctr(remembered(key, "aes", _aes), param, C.CKR_ENCRYPTED_DATA_LEN_RANGE)
         ctx = _cipher(row, key, param).decryptor()
         return Stream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE, unpad=row.info["mode"] == "cbc-pad")
 
