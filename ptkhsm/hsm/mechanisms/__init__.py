@@ -61,6 +61,35 @@ class KeyType:
     load: object
 
 
+def finite_field_key_type(ckk, domain, complete, export, load, private_extra=()):
+    """The KeyType of a finite-field family (DSA, DH): public and private keys carry the
+    domain parameters and CKA_VALUE, domain parameter objects the domain and
+    CKA_PRIME_BITS; the size is the prime's."""
+    return KeyType(
+        ckk=ckk,
+        attrs={C.CKO_PUBLIC_KEY: frozenset({*domain, C.CKA_VALUE}),
+               C.CKO_PRIVATE_KEY: frozenset({*domain, C.CKA_VALUE, *private_extra}),
+               C.CKO_DOMAIN_PARAMETERS: frozenset({*domain, C.CKA_PRIME_BITS})},
+        required={C.CKO_PUBLIC_KEY: (*domain, C.CKA_VALUE),
+                  C.CKO_PRIVATE_KEY: (*domain, C.CKA_VALUE),
+                  C.CKO_DOMAIN_PARAMETERS: domain},
+        complete=complete,
+        size=lambda attrs: from_big(attrs[C.CKA_PRIME]).bit_length(),
+        export=export,
+        load=load,
+    )
+
+
+def from_big(raw):
+    """A PKCS#11 big integer (unsigned, most significant byte first) -> int."""
+    return int.from_bytes(raw, "big")
+
+
+def to_big(value):
+    """int -> a PKCS#11 big integer, without leading zero bytes (one zero byte for 0)."""
+    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+
+
 KEY_TYPES = {}
 
 

@@ -21,7 +21,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
 from ...errors import CKRError
-from . import KeyType, Row, register, register_key_type, remembered
+from . import Row, finite_field_key_type, from_big, register, register_key_type, remembered, to_big
 from . import pkcs8
 
 with warnings.catch_warnings():
@@ -35,14 +35,6 @@ GENERATOR = 2
 _DOMAIN = (C.CKA_PRIME, C.CKA_BASE)
 FIXED_LENGTH = {C.CKK_DES: 8, C.CKK_DES2: 16, C.CKK_DES3: 24}
 DH_KEY_AGREEMENT = bytes.fromhex("06092a864886f70d010301")  # OID 1.2.840.113549.1.3.1 (PKCS #3)
-
-
-def _int(raw):
-    return int.from_bytes(raw, "big")
-
-
-def _bytes(value):
-    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
 
 
 def _der(tag, body):
@@ -76,7 +68,7 @@ def _domain(attrs):
     missing = [t for t in _DOMAIN if t not in attrs]
     if missing:
         raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "DH needs CKA_PRIME and CKA_BASE")
-    p, g = _int(attrs[C.CKA_PRIME]), _int(attrs[C.CKA_BASE])
+    p, g = from_big(attrs[C.CKA_PRIME]), from_big(attrs[C.CKA_BASE])
     if not 1 < g < p - 1:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "DH base out of range")
     return p, g
@@ -89,7 +81,7 @@ def _check_public(y, p, error):
 
 def _private_from_attrs(attrs):
     p, g = _domain(attrs)
-    x = _int(attrs[C.CKA_VALUE])
+    x = from_big(attrs[C.CKA_VALUE])
     numbers = _parameters(p, g).parameter_numbers()
     try:
         return DHPrivateNumbers(x, DHPublicNumbers(pow(g, x, p), numbers)).private_key()
@@ -109,7 +101,7 @@ def _complete(cls, attrs):
             raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_PRIME_BITS does not match CKA_PRIME")
         attrs[C.CKA_PRIME_BITS] = p.bit_length()
         return
-    value = _int(attrs[C.CKA_VALUE])
+    value = from_big(attrs[C.CKA_VALUE])
     if cls == C.CKO_PUBLIC_KEY:
         _check_public(value, p, C.CKR_ATTRIBUTE_VALUE_INVALID)
         y = value
@@ -131,22 +123,11 @@ def _load(cls, blob):
     private = pkcs8.load(cls, blob, DHPrivateKey, "DH")
     numbers = private.private_numbers()
     params = numbers.public_numbers.parameter_numbers  # an X9.42 key's q is not kept: CKK_DH has none
-    return {C.CKA_PRIME: _bytes(params.p), C.CKA_BASE: _bytes(params.g), C.CKA_VALUE: _bytes(numbers.x)}
+    return {C.CKA_PRIME: to_big(params.p), C.CKA_BASE: to_big(params.g), C.CKA_VALUE: to_big(numbers.x)}
 
 
-register_key_type(KeyType(
-    ckk=C.CKK_DH,
-    attrs={C.CKO_PUBLIC_KEY: frozenset({*_DOMAIN, C.CKA_VALUE}),
-           C.CKO_PRIVATE_KEY: frozenset({*_DOMAIN, C.CKA_VALUE, C.CKA_VALUE_BITS}),
-           C.CKO_DOMAIN_PARAMETERS: frozenset({*_DOMAIN, C.CKA_PRIME_BITS})},
-    required={C.CKO_PUBLIC_KEY: (*_DOMAIN, C.CKA_VALUE),
-              C.CKO_PRIVATE_KEY: (*_DOMAIN, C.CKA_VALUE),
-              C.CKO_DOMAIN_PARAMETERS: _DOMAIN},
-    complete=_complete,
-    size=lambda attrs: _int(attrs[C.CKA_PRIME]).bit_length(),
-    export=_export,
-    load=_load,
-))
+register_key_type(finite_field_key_type(C.CKK_DH, _DOMAIN, _complete, _export, _load,
+                                        private_extra=(C.CKA_VALUE_BITS,)))
 
 
 def _derived_length(template, z):
@@ -169,7 +150,7 @@ class Dh:
         if not MIN_BITS <= bits <= MAX_GENERATE_BITS:
             raise CKRError(C.CKR_KEY_SIZE_RANGE, f"DH primes of {MIN_BITS}..{MAX_GENERATE_BITS} bits, not {bits}")
         numbers = generate_parameters(GENERATOR, bits).parameter_numbers()
-        return C.CKO_DOMAIN_PARAMETERS, C.CKK_DH, {C.CKA_PRIME: _bytes(numbers.p), C.CKA_BASE: _bytes(numbers.g)}
+        return C.CKO_DOMAIN_PARAMETERS, C.CKK_DH, {C.CKA_PRIME: to_big(numbers.p), C.CKA_BASE: to_big(numbers.g)}
 
     def generate_pair(self, row, param, public_template, private_template):
         p, g = _domain(public_template)
@@ -190,7 +171,7 @@ class Dh:
             x = secrets.randbits(value_bits - 1) | 1 << (value_bits - 1)
             y = pow(g, x, p)
         domain = {t: public_template[t] for t in _DOMAIN}
-        return C.CKK_DH, {C.CKA_VALUE: _bytes(y)}, {**domain, C.CKA_VALUE: _bytes(x)}
+        return C.CKK_DH, {C.CKA_VALUE: to_big(y)}, {**domain, C.CKA_VALUE: to_big(x)}
 
     def derive(self, row, base_key, param, template):
         if base_key.attrs[C.CKA_CLASS] != C.CKO_PRIVATE_KEY:
@@ -199,7 +180,7 @@ class Dh:
             raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "the other party's public value is missing")
         private = private_key(base_key)
         numbers = private.parameters().parameter_numbers()
-        y = _int(param)
+        y = from_big(param)
         _check_public(y, numbers.p, C.CKR_MECHANISM_PARAM_INVALID)
         try:
             z = private.exchange(DHPublicNumbers(y, numbers).public_key())

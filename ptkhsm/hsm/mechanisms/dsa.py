@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, utils
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type, remembered
+from . import (Buffered, HashThenSign, Row, crypto_errors, finite_field_key_type, from_big, register,
+               register_key_type, remembered, to_big)
 from . import pkcs8
 from .digest import HASHES
 
@@ -23,29 +24,21 @@ _DIGEST_OF_SIZE = {h.digest_size: h for h in (HASHES[C.CKM_SHA_1], HASHES[C.CKM_
                                               HASHES[C.CKM_SHA384], HASHES[C.CKM_SHA512])}
 
 
-def _int(raw):
-    return int.from_bytes(raw, "big")
-
-
-def _bytes(value):
-    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-
-
 def _invalid(what):
     return CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"invalid DSA {what}")
 
 
 def _parameter_numbers(attrs):
-    return dsa.DSAParameterNumbers(*(_int(attrs[t]) for t in _DOMAIN))
+    return dsa.DSAParameterNumbers(*(from_big(attrs[t]) for t in _DOMAIN))
 
 
 def _domain_attrs(numbers):
-    return {C.CKA_PRIME: _bytes(numbers.p), C.CKA_SUBPRIME: _bytes(numbers.q), C.CKA_BASE: _bytes(numbers.g)}
+    return {C.CKA_PRIME: to_big(numbers.p), C.CKA_SUBPRIME: to_big(numbers.q), C.CKA_BASE: to_big(numbers.g)}
 
 
 def _public_from_attrs(attrs):
     params = _parameter_numbers(attrs)
-    y = _int(attrs[C.CKA_VALUE])
+    y = from_big(attrs[C.CKA_VALUE])
     if not 1 < y < params.p:
         raise _invalid("public value")
     try:
@@ -56,7 +49,7 @@ def _public_from_attrs(attrs):
 
 def _private_from_attrs(attrs):
     params = _parameter_numbers(attrs)
-    x = _int(attrs[C.CKA_VALUE])
+    x = from_big(attrs[C.CKA_VALUE])
     if not 0 < x < params.q:
         raise _invalid("private value")
     public = dsa.DSAPublicNumbers(pow(params.g, x, params.p), params)
@@ -80,7 +73,7 @@ def _spki(public):
 
 def _check_prime_bits(attrs):
     """CKA_PRIME_BITS is computed; given (C_GenerateKey, or C_CreateObject) it must agree."""
-    bits = _int(attrs[C.CKA_PRIME]).bit_length()
+    bits = from_big(attrs[C.CKA_PRIME]).bit_length()
     if attrs.get(C.CKA_PRIME_BITS, bits) != bits:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_PRIME_BITS does not match CKA_PRIME")
     attrs[C.CKA_PRIME_BITS] = bits
@@ -108,22 +101,10 @@ def _export(cls, attrs):
 def _load(cls, blob):
     private = pkcs8.load(cls, blob, dsa.DSAPrivateKey, "DSA")
     numbers = private.private_numbers()
-    return {**_domain_attrs(numbers.public_numbers.parameter_numbers), C.CKA_VALUE: _bytes(numbers.x)}
+    return {**_domain_attrs(numbers.public_numbers.parameter_numbers), C.CKA_VALUE: to_big(numbers.x)}
 
 
-register_key_type(KeyType(
-    ckk=C.CKK_DSA,
-    attrs={C.CKO_PUBLIC_KEY: frozenset({*_DOMAIN, C.CKA_VALUE}),
-           C.CKO_PRIVATE_KEY: frozenset({*_DOMAIN, C.CKA_VALUE}),
-           C.CKO_DOMAIN_PARAMETERS: frozenset({*_DOMAIN, C.CKA_PRIME_BITS})},
-    required={C.CKO_PUBLIC_KEY: (*_DOMAIN, C.CKA_VALUE),
-              C.CKO_PRIVATE_KEY: (*_DOMAIN, C.CKA_VALUE),
-              C.CKO_DOMAIN_PARAMETERS: _DOMAIN},
-    complete=_complete,
-    size=lambda attrs: _int(attrs[C.CKA_PRIME]).bit_length(),
-    export=_export,
-    load=_load,
-))
+register_key_type(finite_field_key_type(C.CKK_DSA, _DOMAIN, _complete, _export, _load))
 
 
 # -- signatures -------------------------------------------------------------------
@@ -183,8 +164,8 @@ class Dsa:
         private = parameters.generate_private_key()
         numbers = private.private_numbers()
         domain = {t: public_template[t] for t in _DOMAIN}
-        return (C.CKK_DSA, {C.CKA_VALUE: _bytes(numbers.public_numbers.y)},
-                {**domain, C.CKA_VALUE: _bytes(numbers.x)})
+        return (C.CKK_DSA, {C.CKA_VALUE: to_big(numbers.public_numbers.y)},
+                {**domain, C.CKA_VALUE: to_big(numbers.x)})
 
     def sign(self, row, key, param):
         private = private_key(key)

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import (Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type,
-               remembered)
+from . import (Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, from_big, register,
+               register_key_type, remembered, to_big)
 from . import pkcs8
 from .digest import HASHES
 
@@ -27,7 +27,7 @@ VERIFY_MIN_BITS = 512
 
 
 def _strong(key):
-    bits = _int(key.attrs[C.CKA_MODULUS]).bit_length()
+    bits = from_big(key.attrs[C.CKA_MODULUS]).bit_length()
     if bits < MIN_BITS:
         raise CKRError(C.CKR_KEY_SIZE_RANGE, f"{bits}-bit RSA key: at least {MIN_BITS} bits except to verify")
 MGF_HASH = {C.CKG_MGF1_SHA1: hashes.SHA1, C.CKG_MGF1_SHA224: hashes.SHA224,
@@ -41,18 +41,10 @@ _PRIVATE_PARTS = (C.CKA_PRIVATE_EXPONENT, C.CKA_PRIME_1, C.CKA_PRIME_2, C.CKA_EX
                   C.CKA_EXPONENT_2, C.CKA_COEFFICIENT)
 
 
-def _int(raw):
-    return int.from_bytes(raw, "big")
-
-
-def _bytes(value):
-    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-
-
 # -- key objects ----------------------------------------------------------------
 def _public_from_attrs(attrs):
     with _invalid("RSA public key"):
-        return rsa.RSAPublicNumbers(_int(attrs[C.CKA_PUBLIC_EXPONENT]), _int(attrs[C.CKA_MODULUS])).public_key()
+        return rsa.RSAPublicNumbers(from_big(attrs[C.CKA_PUBLIC_EXPONENT]), from_big(attrs[C.CKA_MODULUS])).public_key()
 
 
 def public_key(key):
@@ -64,10 +56,10 @@ def private_key(key):
 
 
 def _private_from_attrs(attrs):
-    n, e, d = (_int(attrs[t]) for t in (C.CKA_MODULUS, C.CKA_PUBLIC_EXPONENT, C.CKA_PRIVATE_EXPONENT))
+    n, e, d = (from_big(attrs[t]) for t in (C.CKA_MODULUS, C.CKA_PUBLIC_EXPONENT, C.CKA_PRIVATE_EXPONENT))
     with _invalid("RSA private key"):
         if all(t in attrs for t in _PRIVATE_PARTS):
-            p, q, dp, dq, qi = (_int(attrs[t]) for t in _PRIVATE_PARTS[1:])
+            p, q, dp, dq, qi = (from_big(attrs[t]) for t in _PRIVATE_PARTS[1:])
         else:
             p, q = rsa.rsa_recover_prime_factors(n, e, d)
             dp, dq, qi = rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q)
@@ -94,16 +86,16 @@ def _spki(public):
 
 def _private_attrs(private):
     numbers = private.private_numbers()
-    return {C.CKA_MODULUS: _bytes(numbers.public_numbers.n),
-            C.CKA_PUBLIC_EXPONENT: _bytes(numbers.public_numbers.e),
-            C.CKA_PRIVATE_EXPONENT: _bytes(numbers.d), C.CKA_PRIME_1: _bytes(numbers.p),
-            C.CKA_PRIME_2: _bytes(numbers.q), C.CKA_EXPONENT_1: _bytes(numbers.dmp1),
-            C.CKA_EXPONENT_2: _bytes(numbers.dmq1), C.CKA_COEFFICIENT: _bytes(numbers.iqmp)}
+    return {C.CKA_MODULUS: to_big(numbers.public_numbers.n),
+            C.CKA_PUBLIC_EXPONENT: to_big(numbers.public_numbers.e),
+            C.CKA_PRIVATE_EXPONENT: to_big(numbers.d), C.CKA_PRIME_1: to_big(numbers.p),
+            C.CKA_PRIME_2: to_big(numbers.q), C.CKA_EXPONENT_1: to_big(numbers.dmp1),
+            C.CKA_EXPONENT_2: to_big(numbers.dmq1), C.CKA_COEFFICIENT: to_big(numbers.iqmp)}
 
 
 def _complete(cls, attrs):
     if cls == C.CKO_PUBLIC_KEY:
-        public = rsa.RSAPublicNumbers(_int(attrs[C.CKA_PUBLIC_EXPONENT]), _int(attrs[C.CKA_MODULUS]))
+        public = rsa.RSAPublicNumbers(from_big(attrs[C.CKA_PUBLIC_EXPONENT]), from_big(attrs[C.CKA_MODULUS]))
         with _invalid("RSA public key"):
             public = public.public_key()
         attrs[C.CKA_MODULUS_BITS] = public.key_size
@@ -131,7 +123,7 @@ register_key_type(KeyType(
     required={C.CKO_PUBLIC_KEY: (C.CKA_MODULUS, C.CKA_PUBLIC_EXPONENT),
               C.CKO_PRIVATE_KEY: (C.CKA_MODULUS, C.CKA_PRIVATE_EXPONENT)},
     complete=_complete,
-    size=lambda attrs: _int(attrs[C.CKA_MODULUS]).bit_length(),
+    size=lambda attrs: from_big(attrs[C.CKA_MODULUS]).bit_length(),
     export=_export,
     load=_load,
 ))
@@ -141,7 +133,7 @@ register_key_type(KeyType(
 def _raw_public(public, data):
     numbers = public.public_numbers()
     k = (numbers.n.bit_length() + 7) // 8
-    m = _int(data)
+    m = from_big(data)
     if len(data) > k or m >= numbers.n:
         raise CKRError(C.CKR_DATA_LEN_RANGE, "input not smaller than the modulus")
     return pow(m, numbers.e, numbers.n).to_bytes(k, "big")
@@ -156,11 +148,11 @@ def _raw_private(private, data, error=C.CKR_DATA_LEN_RANGE):
     numbers = private.private_numbers()
     n, e = numbers.public_numbers.n, numbers.public_numbers.e
     k = (n.bit_length() + 7) // 8
-    c = _int(data)
+    c = from_big(data)
     if len(data) > k or c >= n:
         raise CKRError(error, "input not smaller than the modulus")
     while True:
-        r = _int(os.urandom(k)) % n
+        r = from_big(os.urandom(k)) % n
         if r > 1:
             try:
                 r_inv = pow(r, -1, n)
@@ -249,7 +241,7 @@ class Rsa(CipherWrap):
             raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS missing")
         if not MIN_BITS <= bits <= MAX_BITS:
             raise CKRError(C.CKR_KEY_SIZE_RANGE, f"RSA keys of {MIN_BITS}..{MAX_BITS} bits, not {bits}")
-        exponent = _int(public_template.get(C.CKA_PUBLIC_EXPONENT, b"\1\0\1"))
+        exponent = from_big(public_template.get(C.CKA_PUBLIC_EXPONENT, b"\1\0\1"))
         try:
             private = rsa.generate_private_key(exponent, bits)
         except ValueError:
