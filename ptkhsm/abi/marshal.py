@@ -31,9 +31,8 @@ MAX_VALUE_LEN = 1 << 26  # a larger ulValueLen is a caller bug (e.g. CK_UNAVAILA
 
 
 def require(*pointers):
-    for pointer in pointers:
-        if pointer == NULL:
-            raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL pointer argument")
+    if NULL in pointers:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL pointer argument")
 
 
 def data_in(pointer, length):
