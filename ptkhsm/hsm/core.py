@@ -200,7 +200,7 @@ class HSM:
             state.needs_context_login = False
 
     def cancel(self, handle, flags):
-        session, _ = self._session(handle)
+        session = self._live(handle)
         for flag, kind in ((C.CKF_ENCRYPT, ENCRYPT), (C.CKF_DECRYPT, DECRYPT), (C.CKF_DIGEST, DIGEST),
                            (C.CKF_SIGN, SIGN), (C.CKF_VERIFY, VERIFY), (C.CKF_FIND_OBJECTS, FIND)):
             if flags & flag:
@@ -315,7 +315,7 @@ class HSM:
         session.begin(FIND, iter(found))
 
     def find(self, handle, max_count):
-        session, _ = self._session(handle)
+        session = self._live(handle)
         state = session.active(FIND)
         out = []
         for obj_handle in state.op:
@@ -325,7 +325,7 @@ class HSM:
         return out
 
     def find_final(self, handle):
-        session, _ = self._session(handle)
+        session = self._live(handle)
         session.active(FIND)
         session.end(FIND)
 
@@ -454,7 +454,7 @@ class HSM:
     def seed_random(self, handle, seed):
         """Mix the seed into the kernel's pool, which os.urandom draws from (no entropy
         is credited, so a bad seed cannot weaken it)."""
-        self._session(handle)
+        self._live(handle)
         try:
             with open("/dev/urandom", "wb") as pool:
                 pool.write(seed)
@@ -462,5 +462,5 @@ class HSM:
             raise CKRError(C.CKR_RANDOM_SEED_NOT_SUPPORTED, f"cannot seed: {exc.strerror}") from None
 
     def generate_random(self, handle, length):
-        self._session(handle)
+        self._live(handle)
         return os.urandom(length)
