@@ -161,16 +161,27 @@ def encode_template(template):
 
 
 def decode_template(raw):
-    view = memoryview(raw)
+    """encode_template's bytes -> ((type, value), ...); ValueError if they are malformed."""
+    try:
+        return _decode_template(memoryview(raw))
+    except (struct.error, OverflowError, CKRError) as exc:
+        raise ValueError(f"malformed attribute template: {exc}") from None
+
+
+def _decode_template(view):
     (count,) = _ULONG.unpack_from(view, 0)
     pos, out = 8, []
     for _ in range(count):
         attr_type, length = struct.unpack_from("<QQ", view, pos)
         pos += 16
-        chunk = bytes(view[pos:pos + length])
+        if pos + length > len(view):
+            raise ValueError("attribute value runs past the end")
+        chunk = view[pos:pos + length]
         pos += length
-        value = decode_template(chunk) if kind_of(attr_type) == TEMPLATE else decode(attr_type, chunk)
+        value = _decode_template(chunk) if kind_of(attr_type) == TEMPLATE else decode(attr_type, bytes(chunk))
         out.append((attr_type, value))
+    if pos != len(view):
+        raise ValueError("bytes after the last attribute")
     return tuple(out)
 
 

@@ -168,7 +168,7 @@ class Token:
         present = set()
         for uid, blob in rows:
             present.add(uid)
-            attrs = self._decode(blob, private)
+            attrs = self._decode(blob, private, uid)
             obj = self._by_uid.get(uid)
             if obj is None:
                 self._add(self._new_obj(attrs, uid))
@@ -205,13 +205,16 @@ class Token:
             return sealing.seal(self._data_key, plain, b"ptkhsm-object")
         return plain
 
-    def _decode(self, blob, private):
+    def _decode(self, blob, private, uid):
         if private:
             try:
                 blob = sealing.unseal(self._data_key, blob, b"ptkhsm-object")
             except sealing.WrongKey:
-                raise CKRError(C.CKR_DEVICE_ERROR, "a stored private object fails its integrity check") from None
-        return dict(schema.decode_template(blob))
+                raise CKRError(C.CKR_DEVICE_ERROR, f"stored private object {uid} fails its integrity check") from None
+        try:
+            return dict(schema.decode_template(blob))
+        except ValueError:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"stored object {uid} is malformed") from None
 
     def store_new(self, attrs_list):
         """Persist new token objects in one transaction -> their Obj."""

@@ -1,6 +1,7 @@
 """The HSM engine alone, through plain Python calls (no .so): login state machine,
 PIN counters, store durability, secrets at rest, attribute policy."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,28 @@ def test_single_and_multi_part_do_not_mix(hsm):
     hsm.encrypt_init(s, Mechanism(C.CKM_AES_ECB), key)
     hsm.encrypt(s, b"\0" * 16, None)  # a length query of the single-part call
     assert rv_of(hsm.encrypt_final, s, 16) == C.CKR_OPERATION_NOT_INITIALIZED
+
+
+def test_damaged_store_is_a_device_error_naming_it(hsm, tmp_path):
+    """A store file that is not sqlite, and a stored object whose bytes are damaged, give
+    CKR_DEVICE_ERROR with a message naming them, never another exception."""
+    s = hsm.open_session(0, RW)
+    hsm.create_object(s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True), (C.CKA_LABEL, b"d"),
+                          (C.CKA_VALUE, b"v")])
+    hsm.close_session(s)
+    db = sqlite3.connect(hsm.store.path)
+    for damaged in (b"\1\2garbage", b"", b"\xff" * 40, b"\0" * 8 + b"trailing"):
+        with db:
+            db.execute("UPDATE objects SET blob=?", (damaged,))
+        other = make_hsm(tmp_path)
+        s2 = other.open_session(0, RW)
+        with pytest.raises(CKRError) as info:
+            other.find_init(s2, [])
+        assert info.value.rv == C.CKR_DEVICE_ERROR and "malformed" in str(info.value)
+    db.close()
+    not_sqlite = tmp_path / "elsewhere"
+    not_sqlite.mkdir()
+    (not_sqlite / "ptkhsm.db").write_bytes(b"SQLite format 3\0" + bytes(range(200)))
+    with pytest.raises(CKRError) as info:
+        make_hsm(not_sqlite)
+    assert info.value.rv == C.CKR_DEVICE_ERROR and "ptkhsm.db" in str(info.value)
