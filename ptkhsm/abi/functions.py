@@ -292,9 +292,7 @@ def C_GetObjectSize(hSession, hObject, pulSize):
 @export
 def C_GetAttributeValue(hSession, hObject, pTemplate, ulCount):
     hsm = api()
-    if ulCount:
-        require(pTemplate)
-    types = [pTemplate[i].type for i in range(ulCount)]
+    types = [pTemplate[i].type for i in range(M.template_count(pTemplate, ulCount))]
     # Per-attribute failures (sensitive, unknown, too small) still fill the others: not an exception.
     return M.attributes_out(pTemplate, ulCount, hsm.get_attributes(hSession, hObject, types))
 
@@ -539,7 +537,7 @@ def C_GenerateRandom(hSession, RandomData, ulRandomLen):
     hsm = api()
     if ulRandomLen:
         require(RandomData)
-    ffi.memmove(RandomData, hsm.generate_random(hSession, ulRandomLen), ulRandomLen)
+    ffi.memmove(RandomData, hsm.generate_random(hSession, M.buffer_length(ulRandomLen)), ulRandomLen)
     return OK
 
 

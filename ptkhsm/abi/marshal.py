@@ -28,6 +28,8 @@ def _realize_types():
 _realize_types()
 ATTRIBUTE_SIZE = ffi.sizeof("CK_ATTRIBUTE")
 MAX_VALUE_LEN = 1 << 26  # a larger ulValueLen is a caller bug (e.g. CK_UNAVAILABLE_INFORMATION)
+MAX_DATA_LEN = 1 << 40   # no caller's buffer is a terabyte: a larger length is a bug (e.g. (CK_ULONG)-1)
+MAX_TEMPLATE_COUNT = 1 << 16  # nor has a template 65,536 attributes
 
 
 def require(*pointers):
@@ -40,7 +42,13 @@ def data_in(pointer, length):
         return b""
     if pointer == NULL:
         raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL data pointer with a non-zero length")
-    return ffi.buffer(pointer, length)[:]
+    return ffi.buffer(pointer, buffer_length(length))[:]
+
+
+def buffer_length(length):
+    if length > MAX_DATA_LEN:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, f"{length} cannot be the length of a buffer")
+    return length
 
 
 def out_size(buffer, length_ptr):
@@ -82,11 +90,18 @@ def version(field, pair):
     field.major, field.minor = pair
 
 
-def template_in(pointer, count):
-    if count == 0:
-        return []
-    if pointer == NULL:
+def template_count(pointer, count):
+    """The number of attributes of the caller's template, checked before any is read."""
+    if count and pointer == NULL:
         raise CKRError(C.CKR_ARGUMENTS_BAD, "NULL template with a non-zero count")
+    if count > MAX_TEMPLATE_COUNT:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, f"{count} cannot be the size of a template")
+    return count
+
+
+def template_in(pointer, count):
+    if template_count(pointer, count) == 0:
+        return []
     out = []
     for i in range(count):
         attribute = pointer[i]

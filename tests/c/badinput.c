@@ -181,6 +181,7 @@ static CK_OBJECT_HANDLE objects(CK_SESSION_HANDLE s)
 
     EXPECT(f->C_CreateObject(BAD, ok_data, 4, &h), CKR_SESSION_HANDLE_INVALID);
     EXPECT(f->C_CreateObject(s, NULL, 4, &h), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_CreateObject(s, ok_data, (CK_ULONG)-1, &h), CKR_ARGUMENTS_BAD);  /* not a count */
     EXPECT(f->C_CreateObject(s, ok_data, 4, NULL), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_CreateObject(s, bad_bool, 2, &h), CKR_ATTRIBUTE_VALUE_INVALID);
     EXPECT(f->C_CreateObject(s, no_class, 1, &h), CKR_TEMPLATE_INCOMPLETE);
@@ -203,6 +204,7 @@ static CK_OBJECT_HANDLE objects(CK_SESSION_HANDLE s)
     get[0].type = CKA_LABEL; get[0].pValue = NULL; get[0].ulValueLen = 0;
     EXPECT(f->C_GetAttributeValue(s, BAD, get, 1), CKR_OBJECT_HANDLE_INVALID);
     EXPECT(f->C_GetAttributeValue(s, h, NULL, 1), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_GetAttributeValue(s, h, get, (CK_ULONG)-1), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GetAttributeValue(s, h, get, 1), CKR_OK);
     TRUTH(get[0].ulValueLen == 11);
     get[0].pValue = buf; get[0].ulValueLen = 4;
@@ -299,6 +301,7 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_DigestInit(s, &sha), CKR_OK);
     EXPECT(f->C_DigestInit(s, &sha), CKR_OPERATION_ACTIVE);
     EXPECT(f->C_DigestUpdate(s, NULL, 4), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_DigestUpdate(s, data, (CK_ULONG)-1), CKR_ARGUMENTS_BAD);  /* not a length */
     EXPECT(f->C_DigestKey(s, BAD), CKR_KEY_HANDLE_INVALID);
     len = 31;
     EXPECT(f->C_DigestFinal(s, out, &len), CKR_BUFFER_TOO_SMALL);
@@ -313,6 +316,7 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_SeedRandom(s, data, 4), CKR_OK);
     EXPECT(f->C_SeedRandom(s, NULL, 4), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GenerateRandom(s, NULL, 4), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_GenerateRandom(s, out, (CK_ULONG)-1), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GenerateRandom(BAD, out, 4), CKR_SESSION_HANDLE_INVALID);
     EXPECT(f->C_GenerateRandom(s, out, 0), CKR_OK);
     EXPECT(f->C_GetFunctionStatus(s), CKR_FUNCTION_NOT_PARALLEL);
