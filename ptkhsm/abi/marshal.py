@@ -173,10 +173,12 @@ def _param_bytes(pointer, length):
 
 
 def _bytes(m):
-    pointer = m.pParameter
+    pointer, length = m.pParameter, m.ulParameterLen
     if pointer == NULL:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "parameter missing")
-    return ffi.buffer(pointer, m.ulParameterLen)[:]
+    if length > MAX_DATA_LEN:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"{length} cannot be the length of a parameter")
+    return ffi.buffer(pointer, length)[:]
 
 
 def _optional_bytes(m):

@@ -244,6 +244,7 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     CK_BYTE iv[16] = {0}, data[32] = {0}, out[64];
     CK_ULONG len;
     CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16}, cbc_short = {CKM_AES_CBC, iv, 8};
+    CK_MECHANISM cbc_endless = {CKM_AES_CBC, iv, (CK_ULONG)-1};
     CK_MECHANISM ecb_param = {CKM_AES_ECB, iv, 16}, rsa = {CKM_RSA_PKCS, NULL, 0};
     CK_MECHANISM unknown = {BAD, NULL, 0}, sha = {CKM_SHA256, NULL, 0};
     CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0}, rsagen = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
@@ -271,6 +272,7 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_EncryptInit(s, &unknown, key), CKR_MECHANISM_INVALID);
     EXPECT(f->C_EncryptInit(s, &cbc, BAD), CKR_KEY_HANDLE_INVALID);
     EXPECT(f->C_EncryptInit(s, &cbc_short, key), CKR_MECHANISM_PARAM_INVALID);
+    EXPECT(f->C_EncryptInit(s, &cbc_endless, key), CKR_MECHANISM_PARAM_INVALID);
     EXPECT(f->C_EncryptInit(s, &ecb_param, key), CKR_MECHANISM_PARAM_INVALID);
     EXPECT(f->C_EncryptInit(s, &rsa, key), CKR_KEY_TYPE_INCONSISTENT);
     EXPECT(f->C_EncryptInit(s, &cbc, decrypt_only), CKR_KEY_FUNCTION_NOT_PERMITTED);
