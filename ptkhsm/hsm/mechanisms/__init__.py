@@ -20,7 +20,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import constant_time, hashes
 
 from ... import constants as C
 from ...errors import CKRError
@@ -102,6 +102,14 @@ def key_type(ckk):
     if handler is None:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"key type {ckk:#x} not supported")
     return handler
+
+
+def check_mac(computed, given):
+    """C_Verify / C_VerifyFinal of a MAC: the length first, then a constant-time compare."""
+    if len(given) != len(computed):
+        raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"MAC of {len(given)} bytes, {len(computed)} expected")
+    if not constant_time.bytes_eq(computed, given):
+        raise CKRError(C.CKR_SIGNATURE_INVALID, "MAC does not verify")
 
 
 def remembered(key, name, make):

@@ -8,12 +8,11 @@ CBC-MAC is only safe for messages of one fixed length; CKM_AES_CMAC is the
 mechanism to prefer.
 """
 
-from cryptography.hazmat.primitives import constant_time
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Row, register
+from . import Row, check_mac, register
 
 BLOCK = 16
 
@@ -53,10 +52,7 @@ class CbcMacVerify(CbcMac):
     __slots__ = ()
 
     def final(self, signature):
-        if len(signature) != self._length:
-            raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"MAC of {len(signature)} bytes, {self._length} expected")
-        if not constant_time.bytes_eq(self._mac(), signature):
-            raise CKRError(C.CKR_SIGNATURE_INVALID, "MAC does not verify")
+        check_mac(self._mac(), signature)
 
     def oneshot(self, data, signature):
         self.update(data)

@@ -1,10 +1,10 @@
 """Generic secrets and HMAC (SHA-1, SHA-2, SHA-3)."""
 
-from cryptography.hazmat.primitives import constant_time, hmac
+from cryptography.hazmat.primitives import hmac
 
 from ... import constants as C
 from ...errors import CKRError
-from . import Row, register, register_key_type, remembered
+from . import Row, check_mac, register, register_key_type, remembered
 from .digest import HASHES
 from .secret import SecretKeyGen, secret_key_type
 
@@ -38,10 +38,7 @@ class MacVerify(Mac):
     __slots__ = ()
 
     def final(self, signature):
-        if len(signature) != self._length:
-            raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"MAC of {len(signature)} bytes, {self._length} expected")
-        if not constant_time.bytes_eq(super().final(), signature):
-            raise CKRError(C.CKR_SIGNATURE_INVALID, "MAC does not verify")
+        check_mac(super().final(), signature)
 
     def oneshot(self, data, signature):
         self._ctx.update(data)
