@@ -166,19 +166,18 @@ def _struct(mechanism, ctype):
 
 
 def _param_bytes(pointer, length):
+    """data_in's rules, failing as a bad mechanism parameter."""
     try:
         return data_in(pointer, length)
-    except CKRError:
-        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "NULL pointer inside the parameter") from None
+    except CKRError as exc:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"parameter: {exc.args[0]}") from None
 
 
 def _bytes(m):
-    pointer, length = m.pParameter, m.ulParameterLen
+    pointer = m.pParameter
     if pointer == NULL:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "parameter missing")
-    if length > MAX_DATA_LEN:
-        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"{length} cannot be the length of a parameter")
-    return ffi.buffer(pointer, length)[:]
+    return _param_bytes(pointer, m.ulParameterLen)
 
 
 def _optional_bytes(m):
