@@ -18,12 +18,14 @@ BLOCK = 16
 
 
 class CbcMac:
-    """Sign: update() any number of times, final() -> MAC."""
+    """Sign: update() any number of times, final() -> MAC. `algorithm` is a keyed
+    `cryptography` block cipher (AES here, single DES for CKM_DES_MAC)."""
 
-    __slots__ = ("_ctx", "_count", "_last", "_length")
+    __slots__ = ("_ctx", "_count", "_last", "_length", "_block")
 
-    def __init__(self, value, length):
-        self._ctx = Cipher(algorithms.AES(value), modes.CBC(bytes(BLOCK))).encryptor()
+    def __init__(self, algorithm, length):
+        self._block = algorithm.block_size // 8
+        self._ctx = Cipher(algorithm, modes.CBC(bytes(self._block))).encryptor()
         self._count = 0
         self._last = b""
         self._length = length
@@ -31,13 +33,14 @@ class CbcMac:
     def update(self, data):
         out = self._ctx.update(data)   # whole blocks only; the context keeps the rest
         if out:
-            self._last = out[-BLOCK:]
+            self._last = out[-self._block:]
         self._count += len(data)
 
     def _mac(self):
-        pad = -self._count % BLOCK or (BLOCK if self._count == 0 else 0)
+        block = self._block
+        pad = -self._count % block or (block if self._count == 0 else 0)
         if pad:
-            self._last = self._ctx.update(bytes(pad))[-BLOCK:]
+            self._last = self._ctx.update(bytes(pad))[-block:]
         return self._last[:self._length]
 
     def final(self):
@@ -68,10 +71,10 @@ class AesMac:
         return param
 
     def sign(self, row, key, param):
-        return CbcMac(key.attrs[C.CKA_VALUE], self._length(row, param))
+        return CbcMac(algorithms.AES(key.attrs[C.CKA_VALUE]), self._length(row, param))
 
     def verify(self, row, key, param):
-        return CbcMacVerify(key.attrs[C.CKA_VALUE], self._length(row, param))
+        return CbcMacVerify(algorithms.AES(key.attrs[C.CKA_VALUE]), self._length(row, param))
 
 
 _AES_MAC = AesMac()

@@ -4,22 +4,19 @@ by data encryption"): SHA*_KEY_DERIVATION, CONCATENATE_BASE_AND_KEY,
 CONCATENATE_BASE_AND_DATA, CONCATENATE_DATA_AND_BASE, XOR_BASE_AND_DATA and
 AES/DES3 _ECB/_CBC_ENCRYPT_DATA.
 
+CKM_EXTRACT_KEY_FROM_KEY (PTK-C offers it; v2.40 "Extraction of one key from another")
+takes CKA_VALUE_LEN bytes of the base key from a bit index on, wrapping around.
+
 Each mechanism computes a byte string; the derived secret key is its leftmost
-bytes. The rules the spec repeats for every one of them are applied once, in
-`Simple.derive`:
-- no CKA_KEY_TYPE and no CKA_VALUE_LEN: a generic secret of the whole output;
-- CKA_VALUE_LEN only: a generic secret of that length;
-- CKA_KEY_TYPE only: the type's fixed length (DES2 16, DES3 24); a type
-  without one (AES, HMAC types) needs CKA_VALUE_LEN -> CKR_TEMPLATE_INCOMPLETE
-  (a generic secret takes the whole output);
-- a length longer than the output -> CKR_TEMPLATE_INCONSISTENT, or for the
-  encrypt-data mechanisms, whose output is as long as their data,
-  CKR_MECHANISM_PARAM_INVALID ("data too short for the key", v2.20 §12.14.3);
-- DES keys get odd parity;
-- a sensitive base (or second key) makes the derived key sensitive, an
-  unextractable one makes it unextractable; CKA_ALWAYS_SENSITIVE and
-  CKA_NEVER_EXTRACTABLE follow every key that went in (the policy does the
-  base key; the second key of CONCATENATE_BASE_AND_KEY lowers them here).
+bytes, of the type and length `derived.type_and_length` gives (one rule for
+every derivation; DES keys get odd parity). The encrypt-data mechanisms, whose
+output is as long as their data, answer a too-long CKA_VALUE_LEN with
+CKR_MECHANISM_PARAM_INVALID ("data too short for the key", v2.20 §12.14.3).
+
+A sensitive base (or second key) makes the derived key sensitive, an
+unextractable one makes it unextractable; CKA_ALWAYS_SENSITIVE and
+CKA_NEVER_EXTRACTABLE follow every key that went in (the policy does the base
+key; the second key of CONCATENATE_BASE_AND_KEY lowers them here).
 """
 
 from cryptography.hazmat.primitives import hashes
@@ -28,8 +25,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import KEY_TYPES, Row, key_type, register
-from . import des
+from . import KEY_TYPES, Row, register
+from . import derived, des
 
 
 def _value(key):
@@ -94,28 +91,27 @@ def _inherited(keys):
     return out
 
 
+def _extract(row, base, param):
+    """v2.40 §2.39.7: the base key's bits from bit `param` on (bit 0 the high bit of the
+    first byte), wrapping around, as many as the key needs: here the base key rotated
+    left by `param` bits and repeated, of which the caller takes the leftmost bytes."""
+    if not isinstance(param, int):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CKM_EXTRACT_KEY_FROM_KEY needs CK_EXTRACT_PARAMS")
+    value = _value(base)
+    bits = len(value) * 8
+    number, shift = int.from_bytes(value, "big"), param % bits
+    rotated = ((number << shift) | (number >> (bits - shift))) & ((1 << bits) - 1)
+    return rotated.to_bytes(len(value), "big") * (derived.MAX_DERIVED // len(value) + 1)
+
+
 class Simple:
     def derive(self, row, base, param, template):
         output = row.info["output"](row, base, param)
-        ckk = template.get(C.CKA_KEY_TYPE, C.CKK_GENERIC_SECRET)
-        if C.CKO_SECRET_KEY not in key_type(ckk).attrs:
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "these mechanisms derive secret keys")
-        fixed = des.LENGTH.get(ckk)
-        length = template.get(C.CKA_VALUE_LEN, fixed)
-        if length is None:
-            if ckk != C.CKK_GENERIC_SECRET:
-                raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN needed for this key type")
-            length = len(output)
-        if fixed is not None and length != fixed:
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN does not fit the key type")
-        if length > len(output):
-            raise CKRError(row.info.get("too_short", C.CKR_TEMPLATE_INCONSISTENT),
-                           f"{length} bytes asked, the mechanism gives {len(output)}")
-        value = output[:length]
-        if fixed is not None:
-            value = des.fix_parity(value)
+        available = None if row.info.get("endless") else len(output)
+        ckk, length = derived.type_and_length(
+            template, available, too_short=row.info.get("too_short", C.CKR_TEMPLATE_INCONSISTENT))
         keys = [base, param] if row.ckm == C.CKM_CONCATENATE_BASE_AND_KEY else [base]
-        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: value, **_inherited(keys)}
+        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: derived.value(ckk, output[:length]), **_inherited(keys)}
 
 
 _SIMPLE = Simple()
@@ -136,6 +132,9 @@ register(
     Row(C.CKM_CONCATENATE_BASE_AND_DATA, _SIMPLE, _DERIVE, SECRET_TYPES, info={"output": _base_and_data}),
     Row(C.CKM_CONCATENATE_DATA_AND_BASE, _SIMPLE, _DERIVE, SECRET_TYPES, info={"output": _data_and_base}),
     Row(C.CKM_XOR_BASE_AND_DATA, _SIMPLE, _DERIVE, SECRET_TYPES, info={"output": _xor}),
+    # The extracted bits repeat the base key: any length, so CKA_VALUE_LEN must say which.
+    Row(C.CKM_EXTRACT_KEY_FROM_KEY, _SIMPLE, _DERIVE, SECRET_TYPES,
+        info={"output": _extract, "endless": True}),
 )
 
 _ENCRYPT_DATA = {"output": _encrypt_data, "too_short": C.CKR_MECHANISM_PARAM_INVALID}

@@ -3,9 +3,9 @@
 Primes of 1024 to 8192 bits (parameter generation: up to 4096, generator 2).
 The derive parameter is the other party's public value, a big-endian
 integer. The secret value Z is as long as the prime (PKCS #3); the derived
-key is its trailing CKA_VALUE_LEN bytes (PKCS#11: "the truncation removes
-bytes from the leading end of the secret value"), or as many as the DES key
-types have, or all of Z.
+key is its trailing bytes (PKCS#11: "the truncation removes bytes from the
+leading end of the secret value"), as many as `derived.type_and_length` says
+(the rule every derivation shares).
 
 `cryptography` 50 deprecates finite-field DH; its names are fetched once,
 below, so the HSM does not warn on every use. OpenSSL checks a prime it does
@@ -22,7 +22,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from ... import constants as C
 from ...errors import CKRError
 from . import Row, finite_field_key_type, from_big, register, register_key_type, remembered, to_big
-from . import pkcs8
+from . import derived, pkcs8
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
@@ -33,7 +33,6 @@ MIN_BITS, MAX_BITS = 1024, 8192
 MAX_GENERATE_BITS = 4096
 GENERATOR = 2
 _DOMAIN = (C.CKA_PRIME, C.CKA_BASE)
-FIXED_LENGTH = {C.CKK_DES: 8, C.CKK_DES2: 16, C.CKK_DES3: 24}
 DH_KEY_AGREEMENT = bytes.fromhex("06092a864886f70d010301")  # OID 1.2.840.113549.1.3.1 (PKCS #3)
 
 
@@ -130,17 +129,6 @@ register_key_type(finite_field_key_type(C.CKK_DH, _DOMAIN, _complete, _export, _
                                         private_extra=(C.CKA_VALUE_BITS,)))
 
 
-def _derived_length(template, z):
-    ckk = template.get(C.CKA_KEY_TYPE)
-    if ckk is None:
-        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing")
-    length = template.get(C.CKA_VALUE_LEN, FIXED_LENGTH.get(ckk, len(z)))
-    if not 1 <= length <= len(z):
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT,
-                       f"CKA_VALUE_LEN {length} outside 1..{len(z)} (the length of the prime)")
-    return ckk, length
-
-
 class Dh:
     def generate(self, row, param, template):
         """CKM_DH_PKCS_PARAMETER_GEN: a safe prime of CKA_PRIME_BITS bits, generator 2."""
@@ -187,8 +175,8 @@ class Dh:
         except ValueError:
             raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "the other party's public value is invalid") from None
         z = z.rjust((numbers.p.bit_length() + 7) // 8, b"\0")  # PKCS #3: as long as the prime
-        ckk, length = _derived_length(template, z)
-        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: z[len(z) - length:]}
+        ckk, length = derived.type_and_length(template, len(z), needs_type=True)
+        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: derived.value(ckk, z[len(z) - length:])}
 
 
 _DH = Dh()

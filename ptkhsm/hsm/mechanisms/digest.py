@@ -1,4 +1,9 @@
-"""Message digests: SHA-1, SHA-2 and SHA-3."""
+"""Message digests: SHA-1, SHA-2 and SHA-3, and MD5 (RFC 1321).
+
+MD5 is broken for collision resistance; it is offered because PTK-C offers it
+(migrated applications use CKM_MD5 / MD5_HMAC / MD5_RSA_PKCS). It is kept out of
+HASHES, so no mechanism parameter (PSS, OAEP, KDFs) can name it.
+"""
 
 from cryptography.hazmat.primitives import hashes
 
@@ -17,6 +22,7 @@ HASHES = {
     C.CKM_SHA3_384: hashes.SHA3_384,
     C.CKM_SHA3_512: hashes.SHA3_512,
 }
+WEAK_HASHES = {C.CKM_MD5: hashes.MD5}
 
 
 class Digester:
@@ -44,5 +50,5 @@ class Digest:
 _DIGEST = Digest()
 # Each row keeps a fresh hash context that operations copy: a copy costs half of
 # making a context (cryptography checks the algorithm's type on every Hash()).
-register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"hash": cls, "blank": hashes.Hash(cls())})
-           for ckm, cls in HASHES.items()))
+register(*(Row(ckm, _DIGEST, C.CKF_DIGEST, info={"blank": hashes.Hash(cls()), "weak": ckm in WEAK_HASHES})
+           for ckm, cls in {**HASHES, **WEAK_HASHES}.items()))

@@ -6,12 +6,12 @@ The peer's public data is the encoded point (or the raw u-coordinate for
 X25519/X448), or the same wrapped in a DER OCTET STRING. Every curve we
 support on CKK_EC has cofactor 1, so the cofactor variant computes the same Z.
 
-The derived key is a secret key of the template's CKA_KEY_TYPE. Its length is
-CKA_VALUE_LEN, or the key type's fixed length (DES/DES2/DES3), or with
-CKD_NULL the whole shared secret. CKD_NULL truncates Z by removing bytes from
-its leading end, as the spec says; the ANSI X9.63 KDFs (CKD_SHA*_KDF, SHA-1,
-SHA-2 and SHA-3) produce exactly the length asked for, with pSharedData as
-the SharedInfo.
+The derived key is a secret key of the template's CKA_KEY_TYPE, of the length
+`derived.type_and_length` gives (the rule every derivation shares: with
+CKD_NULL a generic secret may take the whole shared secret). CKD_NULL
+truncates Z by removing bytes from its leading end, as the spec says; the
+ANSI X9.63 KDFs (CKD_SHA*_KDF, SHA-1, SHA-2 and SHA-3) produce exactly the
+length asked for, with pSharedData as the SharedInfo.
 """
 
 from cryptography.hazmat.primitives import hashes
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from ... import constants as C
 from ... import mechparams as P
 from ...errors import CKRError
-from . import Row, okp, register, register_key_type
+from . import Row, derived, okp, register, register_key_type
 from . import ec as ec_family
 
 register_key_type(okp.key_type(C.CKK_EC_MONTGOMERY, okp.MONTGOMERY))
@@ -32,9 +32,6 @@ KDF_HASHES = {
     C.CKD_SHA3_224_KDF: hashes.SHA3_224, C.CKD_SHA3_256_KDF: hashes.SHA3_256,
     C.CKD_SHA3_384_KDF: hashes.SHA3_384, C.CKD_SHA3_512_KDF: hashes.SHA3_512,
 }
-# Key types whose length is implied (CKA_VALUE_LEN not needed in the template).
-FIXED_LENGTH = {C.CKK_DES: 8, C.CKK_DES2: 16, C.CKK_DES3: 24}
-MAX_DERIVED = 1024  # bytes; the largest generic secret the token keeps
 
 
 def x963_kdf(algorithm, z, shared_info, length):
@@ -86,33 +83,17 @@ def _shared_secret(key, public_data):
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "public data is a small-order point") from None
 
 
-def _length(template, kdf, z):
-    ckk = template.get(C.CKA_KEY_TYPE)
-    if ckk is None:
-        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing")
-    length = template.get(C.CKA_VALUE_LEN, FIXED_LENGTH.get(ckk))
-    if length is None:
-        if kdf != C.CKD_NULL:
-            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN missing")
-        length = len(z)
-    if not 1 <= length <= MAX_DERIVED:
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_VALUE_LEN {length} out of range")
-    if kdf == C.CKD_NULL and length > len(z):
-        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT,
-                       f"CKA_VALUE_LEN {length} exceeds the {len(z)}-byte shared secret (use a KDF)")
-    return ckk, length
-
-
 class Ecdh:
     def derive(self, row, base_key, param, template):
         param = _param(param)
         z = _shared_secret(base_key, param.public_data)
-        ckk, length = _length(template, param.kdf, z)
+        whole = len(z) if param.kdf == C.CKD_NULL else None
+        ckk, length = derived.type_and_length(template, whole, needs_type=True)
         if param.kdf == C.CKD_NULL:
             value = z[len(z) - length:]
         else:
             value = x963_kdf(KDF_HASHES[param.kdf](), z, param.shared_data, length)
-        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: value}
+        return C.CKO_SECRET_KEY, ckk, {C.CKA_VALUE: derived.value(ckk, value)}
 
     def generate_pair(self, row, param, public_template, private_template):
         _, public, private = okp.generate(okp.MONTGOMERY, public_template, private_template)

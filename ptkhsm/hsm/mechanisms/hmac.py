@@ -1,11 +1,11 @@
-"""Generic secrets and HMAC (SHA-1, SHA-2, SHA-3)."""
+"""Generic secrets and HMAC (SHA-1, SHA-2, SHA-3, and MD5 as PTK-C offers it: RFC 2104)."""
 
 from cryptography.hazmat.primitives import hmac
 
 from ... import constants as C
 from ...errors import CKRError
 from . import Row, check_mac, register, register_key_type, remembered
-from .digest import HASHES
+from .digest import HASHES, WEAK_HASHES
 from .secret import SecretKeyGen, secret_key_type
 
 LENGTHS = range(1, 1025)
@@ -81,11 +81,14 @@ HMAC_OF = {
     C.CKM_SHA3_512: (C.CKM_SHA3_512_HMAC, C.CKM_SHA3_512_HMAC_GENERAL, C.CKK_SHA3_512_HMAC),
 }
 
+# MD5-HMAC (a weak mechanism, docs/decisions.md): keyed by generic secrets and CKK_MD5_HMAC.
+WEAK_HMAC_OF = {C.CKM_MD5: (C.CKM_MD5_HMAC, C.CKM_MD5_HMAC_GENERAL, C.CKK_MD5_HMAC)}
+
 register(Row(C.CKM_GENERIC_SECRET_KEY_GEN, _HMAC, C.CKF_GENERATE, min_key=1, max_key=MAX_KEY,
              info={"ckk": C.CKK_GENERIC_SECRET, "lengths": LENGTHS}))
-for digest_ckm, (hmac_ckm, general_ckm, hmac_ckk) in HMAC_OF.items():
+for digest_ckm, (hmac_ckm, general_ckm, hmac_ckk) in {**HMAC_OF, **WEAK_HMAC_OF}.items():
     register_key_type(secret_key_type(hmac_ckk, LENGTHS))
     keys = (C.CKK_GENERIC_SECRET, hmac_ckk)
-    register(Row(hmac_ckm, _HMAC, _MAC, keys, 1, MAX_KEY, info={"hash": HASHES[digest_ckm]}),
-             Row(general_ckm, _HMAC, _MAC, keys, 1, MAX_KEY,
-                 info={"hash": HASHES[digest_ckm], "general": True}))
+    info = {"hash": {**HASHES, **WEAK_HASHES}[digest_ckm], "weak": digest_ckm in WEAK_HASHES}
+    register(Row(hmac_ckm, _HMAC, _MAC, keys, 1, MAX_KEY, info=info),
+             Row(general_ckm, _HMAC, _MAC, keys, 1, MAX_KEY, info={**info, "general": True}))

@@ -18,7 +18,7 @@ from ...errors import CKRError
 from . import (Buffered, CipherWrap, HashThenSign, KeyType, Row, crypto_errors, from_big, register,
                register_key_type, remembered, to_big)
 from . import pkcs8
-from .digest import HASHES
+from .digest import HASHES, WEAK_HASHES
 
 MIN_BITS, MAX_BITS = 1024, 4096
 # Signatures made with older, weaker keys (512-bit certificates) still verify;
@@ -350,6 +350,9 @@ register(
         info={"kind": "oaep", "wraps": (C.CKO_SECRET_KEY,)}),
     Row(C.CKM_RSA_PKCS_PSS, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
         info={"kind": "pss"}),
+    # PKCS#1 v1.5 with MD5, as PTK-C offers it (a weak mechanism, docs/decisions.md).
+    Row(C.CKM_MD5_RSA_PKCS, _RSA, C.CKF_SIGN | C.CKF_VERIFY, _KEYS, VERIFY_MIN_BITS, MAX_BITS,
+        info={"kind": "pkcs", "hash": WEAK_HASHES[C.CKM_MD5], "weak": True}),
 )
 for _ckm, _pkcs, _pss_ckm in (
         (C.CKM_SHA_1, C.CKM_SHA1_RSA_PKCS, C.CKM_SHA1_RSA_PKCS_PSS),
