@@ -8,6 +8,7 @@ exceptions become CK_RV. (cffi calls `_failed` with the exception and returns
 what it returns: no wrapper frame on the path of every call.)
 """
 
+import contextlib
 import logging
 import threading
 
@@ -117,6 +118,13 @@ def C_GetInfo(pInfo):
     return OK
 
 
+def _pin(pointer, length):
+    """A PIN argument. NULL asks for the protected authentication path, which these tokens
+    do not have (CKF_PROTECTED_AUTHENTICATION_PATH is never set): CKR_ARGUMENTS_BAD."""
+    require(pointer)
+    return M.data_in(pointer, length)
+
+
 # -- slots and tokens ----------------------------------------------------------------
 @export
 def C_GetSlotList(tokenPresent, pSlotList, pulCount):
@@ -180,19 +188,19 @@ def C_GetMechanismInfo(slotID, type, pInfo):
 def C_InitToken(slotID, pPin, ulPinLen, pLabel):
     hsm = api()
     require(pLabel)
-    hsm.init_token(slotID, M.data_in(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
+    hsm.init_token(slotID, _pin(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
     return OK
 
 
 @export
 def C_InitPIN(hSession, pPin, ulPinLen):
-    api().init_pin(hSession, M.data_in(pPin, ulPinLen))
+    api().init_pin(hSession, _pin(pPin, ulPinLen))
     return OK
 
 
 @export
 def C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen):
-    api().set_pin(hSession, M.data_in(pOldPin, ulOldLen), M.data_in(pNewPin, ulNewLen))
+    api().set_pin(hSession, _pin(pOldPin, ulOldLen), _pin(pNewPin, ulNewLen))
     return OK
 
 
@@ -235,14 +243,14 @@ def C_GetSessionInfo(hSession, pInfo):
 
 @export
 def C_Login(hSession, userType, pPin, ulPinLen):
-    api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+    api().login(hSession, userType, _pin(pPin, ulPinLen))
     return OK
 
 
 @export
 def C_LoginUser(hSession, userType, pPin, ulPinLen, pUsername, ulUsernameLen):
     # No named users on this token: the user name is ignored, as v3.0 §5.6 allows.
-    api().login(hSession, userType, M.data_in(pPin, ulPinLen))
+    api().login(hSession, userType, _pin(pPin, ulPinLen))
     return OK
 
 
@@ -329,19 +337,43 @@ def C_FindObjectsFinal(hSession):
 
 
 # -- encryption, decryption, digests, signatures ----------------------------------------
-# The shapes shared by the operation functions; `start`/`step`/`finish` are methods of api().
+# A call of an active operation that fails, other than with CKR_BUFFER_TOO_SMALL or as a
+# length query, ends the operation (PKCS#11 v3.0 §5.2). Failures below the api end it
+# there; the pointer checks made here, before the api sees the call, end it through the
+# api's cancel (C_SessionCancel's path), so every transport below behaves the same.
+@contextlib.contextmanager
+def _ends_on_failure(hsm, hSession, flag):
+    try:
+        yield
+    except CKRError:
+        hsm.cancel(hSession, flag)
+        raise
+
+
+# The shapes shared by the operation functions; `start`/`step`/`finish` are methods of the api.
 def _init(start, hSession, pMechanism, hKey):
     start(hSession, M.mechanism_in(pMechanism), hKey)
 
 
-def _run(step, hSession, pData, ulDataLen, pOut, pulOutLen):
-    room = M.out_size(pOut, pulOutLen)
-    M.deliver(step(hSession, M.data_in(pData, ulDataLen), room), pOut, pulOutLen, room)
+def _run(hsm, step, flag, hSession, pData, ulDataLen, pOut, pulOutLen):
+    with _ends_on_failure(hsm, hSession, flag):
+        room = M.out_size(pOut, pulOutLen)
+        data = M.data_in(pData, ulDataLen)
+    M.deliver(step(hSession, data, room), pOut, pulOutLen, room)
 
 
-def _final(finish, hSession, pOut, pulOutLen):
-    room = M.out_size(pOut, pulOutLen)
+def _final(hsm, finish, flag, hSession, pOut, pulOutLen):
+    with _ends_on_failure(hsm, hSession, flag):
+        room = M.out_size(pOut, pulOutLen)
     M.deliver(finish(hSession, room), pOut, pulOutLen, room)
+
+
+def _feed(hsm, step, flag, hSession, *pointers_and_lengths):
+    """An operation step without output (updates, C_Verify, C_VerifyFinal): its byte arguments."""
+    with _ends_on_failure(hsm, hSession, flag):
+        args = [M.data_in(pointers_and_lengths[i], pointers_and_lengths[i + 1])
+                for i in range(0, len(pointers_and_lengths), 2)]
+    step(hSession, *args)
 
 
 @export
@@ -352,19 +384,23 @@ def C_EncryptInit(hSession, pMechanism, hKey):
 
 @export
 def C_Encrypt(hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen):
-    _run(api().encrypt, hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
+    hsm = api()
+    _run(hsm, hsm.encrypt, C.CKF_ENCRYPT, hSession, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen)
     return OK
 
 
 @export
 def C_EncryptUpdate(hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen):
-    _run(api().encrypt_update, hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
+    hsm = api()
+    _run(hsm, hsm.encrypt_update, C.CKF_ENCRYPT, hSession, pPart, ulPartLen, pEncryptedPart,
+         pulEncryptedPartLen)
     return OK
 
 
 @export
 def C_EncryptFinal(hSession, pLastEncryptedPart, pulLastEncryptedPartLen):
-    _final(api().encrypt_final, hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
+    hsm = api()
+    _final(hsm, hsm.encrypt_final, C.CKF_ENCRYPT, hSession, pLastEncryptedPart, pulLastEncryptedPartLen)
     return OK
 
 
@@ -376,19 +412,23 @@ def C_DecryptInit(hSession, pMechanism, hKey):
 
 @export
 def C_Decrypt(hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen):
-    _run(api().decrypt, hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
+    hsm = api()
+    _run(hsm, hsm.decrypt, C.CKF_DECRYPT, hSession, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen)
     return OK
 
 
 @export
 def C_DecryptUpdate(hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen):
-    _run(api().decrypt_update, hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
+    hsm = api()
+    _run(hsm, hsm.decrypt_update, C.CKF_DECRYPT, hSession, pEncryptedPart, ulEncryptedPartLen, pPart,
+         pulPartLen)
     return OK
 
 
 @export
 def C_DecryptFinal(hSession, pLastPart, pulLastPartLen):
-    _final(api().decrypt_final, hSession, pLastPart, pulLastPartLen)
+    hsm = api()
+    _final(hsm, hsm.decrypt_final, C.CKF_DECRYPT, hSession, pLastPart, pulLastPartLen)
     return OK
 
 
@@ -400,14 +440,15 @@ def C_DigestInit(hSession, pMechanism):
 
 @export
 def C_Digest(hSession, pData, ulDataLen, pDigest, pulDigestLen):
-    _run(api().digest, hSession, pData, ulDataLen, pDigest, pulDigestLen)
+    hsm = api()
+    _run(hsm, hsm.digest, C.CKF_DIGEST, hSession, pData, ulDataLen, pDigest, pulDigestLen)
     return OK
 
 
 @export
 def C_DigestUpdate(hSession, pPart, ulPartLen):
     hsm = api()
-    hsm.digest_update(hSession, M.data_in(pPart, ulPartLen))
+    _feed(hsm, hsm.digest_update, C.CKF_DIGEST, hSession, pPart, ulPartLen)
     return OK
 
 
@@ -419,7 +460,8 @@ def C_DigestKey(hSession, hKey):
 
 @export
 def C_DigestFinal(hSession, pDigest, pulDigestLen):
-    _final(api().digest_final, hSession, pDigest, pulDigestLen)
+    hsm = api()
+    _final(hsm, hsm.digest_final, C.CKF_DIGEST, hSession, pDigest, pulDigestLen)
     return OK
 
 
@@ -431,20 +473,22 @@ def C_SignInit(hSession, pMechanism, hKey):
 
 @export
 def C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen):
-    _run(api().sign, hSession, pData, ulDataLen, pSignature, pulSignatureLen)
+    hsm = api()
+    _run(hsm, hsm.sign, C.CKF_SIGN, hSession, pData, ulDataLen, pSignature, pulSignatureLen)
     return OK
 
 
 @export
 def C_SignUpdate(hSession, pPart, ulPartLen):
     hsm = api()
-    hsm.sign_update(hSession, M.data_in(pPart, ulPartLen))
+    _feed(hsm, hsm.sign_update, C.CKF_SIGN, hSession, pPart, ulPartLen)
     return OK
 
 
 @export
 def C_SignFinal(hSession, pSignature, pulSignatureLen):
-    _final(api().sign_final, hSession, pSignature, pulSignatureLen)
+    hsm = api()
+    _final(hsm, hsm.sign_final, C.CKF_SIGN, hSession, pSignature, pulSignatureLen)
     return OK
 
 
@@ -457,21 +501,21 @@ def C_VerifyInit(hSession, pMechanism, hKey):
 @export
 def C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen):
     hsm = api()
-    hsm.verify(hSession, M.data_in(pData, ulDataLen), M.data_in(pSignature, ulSignatureLen))
+    _feed(hsm, hsm.verify, C.CKF_VERIFY, hSession, pData, ulDataLen, pSignature, ulSignatureLen)
     return OK
 
 
 @export
 def C_VerifyUpdate(hSession, pPart, ulPartLen):
     hsm = api()
-    hsm.verify_update(hSession, M.data_in(pPart, ulPartLen))
+    _feed(hsm, hsm.verify_update, C.CKF_VERIFY, hSession, pPart, ulPartLen)
     return OK
 
 
 @export
 def C_VerifyFinal(hSession, pSignature, ulSignatureLen):
     hsm = api()
-    hsm.verify_final(hSession, M.data_in(pSignature, ulSignatureLen))
+    _feed(hsm, hsm.verify_final, C.CKF_VERIFY, hSession, pSignature, ulSignatureLen)
     return OK
 
 

@@ -376,9 +376,10 @@ class HSM:
 
     def digest_key(self, handle, key_handle):
         session, token = self._session(handle)
-        key = self._key(token, key_handle)
-        if key.attrs[C.CKA_CLASS] != C.CKO_SECRET_KEY:
-            raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")
+        with session.ends_on_failure(DIGEST):
+            key = self._key(token, key_handle)
+            if key.attrs[C.CKA_CLASS] != C.CKO_SECRET_KEY:
+                raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")
         session.consume(DIGEST, UPDATE, key.attrs[C.CKA_VALUE])
 
     def digest_final(self, handle, out_len):

@@ -12,6 +12,8 @@ primitive that C_Sign already finished, or sign nothing. It ends the operation
 with CKR_OPERATION_NOT_INITIALIZED: no multi-part operation is active.
 """
 
+import contextlib
+
 from .. import constants as C
 from ..errors import CKRError
 
@@ -68,6 +70,17 @@ class Session:
 
     def end(self, kind):
         self.ops.pop(kind, None)
+
+    @contextlib.contextmanager
+    def ends_on_failure(self, kind):
+        """Checks a step makes before it runs (C_DigestKey's key): failing, they end the
+        operation like any failed step of an active operation."""
+        self.active(kind)
+        try:
+            yield
+        except CKRError:
+            self.ops.pop(kind, None)
+            raise
 
     def produce(self, kind, step, data, out_len):
         """Run the operation's `step` (ONESHOT or UPDATE with `data`, FINAL without) for

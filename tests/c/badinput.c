@@ -122,6 +122,7 @@ static CK_SESSION_HANDLE sessions(void)
     EXPECT(f->C_Login(BAD, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4), CKR_SESSION_HANDLE_INVALID);
     EXPECT(f->C_Login(ro, 7, (CK_UTF8CHAR_PTR)"1234", 4), CKR_USER_TYPE_INVALID);
     EXPECT(f->C_Login(ro, CKU_USER, NULL, 4), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_Login(ro, CKU_USER, NULL, 0), CKR_ARGUMENTS_BAD);  /* no protected authentication path */
     EXPECT(f->C_Login(ro, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4), CKR_USER_PIN_NOT_INITIALIZED);
     EXPECT(f->C_Logout(ro), CKR_USER_NOT_LOGGED_IN);
     EXPECT(f->C_InitPIN(ro, (CK_UTF8CHAR_PTR)"1234", 4), CKR_USER_NOT_LOGGED_IN);
@@ -281,6 +282,13 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_EncryptInit(s, &cbc, key), CKR_OK);
     EXPECT(f->C_EncryptInit(s, &cbc, key), CKR_OPERATION_ACTIVE);
     EXPECT(f->C_Encrypt(s, data, 32, NULL, NULL), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_Encrypt(s, data, 32, NULL, &len), CKR_OPERATION_NOT_INITIALIZED);  /* the failure ended it */
+    EXPECT(f->C_EncryptInit(s, &cbc, key), CKR_OK);
+    EXPECT(f->C_EncryptUpdate(s, NULL, 16, out, &len), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_EncryptInit(s, &cbc, key), CKR_OK);                /* ... so a new one may start */
+    EXPECT(f->C_SessionCancel(s, CKF_ENCRYPT), CKR_OK);
+    EXPECT(f->C_EncryptFinal(s, out, &len), CKR_OPERATION_NOT_INITIALIZED);
+    EXPECT(f->C_EncryptInit(s, &cbc, key), CKR_OK);
     EXPECT(f->C_Encrypt(s, data, 32, NULL, &len), CKR_OK);       /* length query */
     TRUTH(len == 32);
     len = 8;
@@ -303,8 +311,12 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_DigestInit(s, &sha), CKR_OK);
     EXPECT(f->C_DigestInit(s, &sha), CKR_OPERATION_ACTIVE);
     EXPECT(f->C_DigestUpdate(s, NULL, 4), CKR_ARGUMENTS_BAD);
+    EXPECT(f->C_DigestUpdate(s, data, 4), CKR_OPERATION_NOT_INITIALIZED);  /* the failure ended it */
+    EXPECT(f->C_DigestInit(s, &sha), CKR_OK);
     EXPECT(f->C_DigestUpdate(s, data, (CK_ULONG)-1), CKR_ARGUMENTS_BAD);  /* not a length */
+    EXPECT(f->C_DigestInit(s, &sha), CKR_OK);
     EXPECT(f->C_DigestKey(s, BAD), CKR_KEY_HANDLE_INVALID);
+    EXPECT(f->C_DigestInit(s, &sha), CKR_OK);
     len = 31;
     EXPECT(f->C_DigestFinal(s, out, &len), CKR_BUFFER_TOO_SMALL);
     TRUTH(len == 32);
@@ -321,6 +333,7 @@ static void crypto(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE decrypt_only)
     EXPECT(f->C_GenerateRandom(s, out, (CK_ULONG)-1), CKR_ARGUMENTS_BAD);
     EXPECT(f->C_GenerateRandom(BAD, out, 4), CKR_SESSION_HANDLE_INVALID);
     EXPECT(f->C_GenerateRandom(s, out, 0), CKR_OK);
+    EXPECT(f->C_GenerateRandom(s, NULL, 0), CKR_OK);  /* zero bytes asked, zero given (p11-kit's RPC sends NULL) */
     EXPECT(f->C_GetFunctionStatus(s), CKR_FUNCTION_NOT_PARALLEL);
     EXPECT(f->C_CancelFunction(s), CKR_FUNCTION_NOT_PARALLEL);
     EXPECT(f->C_GetOperationState(s, NULL, &len), CKR_FUNCTION_NOT_SUPPORTED);
