@@ -28,6 +28,19 @@ def key_types(row):
     return ", ".join(names)
 
 
+NOTES = """
+## Notes
+
+- **CKM_EDDSA** signs pure Ed25519 without a parameter and pure Ed448 with
+  CK_EDDSA_PARAMS (phFlag FALSE, no context), which Ed448 always needs: Ed448
+  without it is CKR_MECHANISM_PARAM_INVALID. Ed25519ctx, Ed25519ph, Ed448 with a
+  context and Ed448ph (phFlag TRUE or a context) are CKR_MECHANISM_PARAM_INVALID:
+  `cryptography`, which computes the signatures, implements none of them.
+- **Weak mechanisms** (single DES, MD5): offered as PTK-C offers them, always
+  usable; see docs/decisions.md.
+"""
+
+
 def render():
     lines = ["# Mechanisms", "",
              "Generated from the registry by `tools/gen_mechanism_table.py`; do not edit.",
@@ -41,7 +54,7 @@ def render():
         sizes = f"{row.min_key}..{row.max_key}" if row.max_key else "-"
         functions = ", ".join(label for flag, label in FUNCTIONS if row.flags & flag)
         lines.append(f"| {name(ckm)} | {ckm:#010x} | {sizes} | {functions} | {key_types(row) or '-'} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + NOTES
 
 
 if __name__ == "__main__":

@@ -238,3 +238,32 @@ def test_derive_bad_keys(s):
                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.RSA})
     with raw_rv(C.CKR_TEMPLATE_INCONSISTENT):  # the value is computed, not given
         raw.derive(s, C.CKM_SHA256_KEY_DERIVATION, None, base.handle, {**SECRET, Attribute.VALUE: b"x" * 16})
+
+
+_WRONG_BASE = [C.CKM_CONCATENATE_BASE_AND_DATA, C.CKM_CONCATENATE_DATA_AND_BASE, C.CKM_XOR_BASE_AND_DATA,
+               C.CKM_CONCATENATE_BASE_AND_KEY, C.CKM_EXTRACT_KEY_FROM_KEY, C.CKM_SHA1_KEY_DERIVATION,
+               C.CKM_SHA224_KEY_DERIVATION, C.CKM_SHA256_KEY_DERIVATION, C.CKM_SHA384_KEY_DERIVATION,
+               C.CKM_SHA512_KEY_DERIVATION]
+
+
+@pytest.fixture(scope="module")
+def asymmetric_bases(s):
+    """An RSA and an EC private key that allow derivation (the usage flag is not what refuses them)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from .conftest import ec_private, rsa_from_crypto
+    rsa_key, _ = rsa_from_crypto(s, rsa.generate_private_key(65537, 1024), extra={Attribute.DERIVE: True})
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    scalar = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value.to_bytes(32, "big")
+    return {"RSA": rsa_key.handle, "EC": ec_private(s, p256, scalar).handle}
+
+
+@pytest.mark.parametrize("base_kind", ["RSA", "EC"])
+@pytest.mark.parametrize("ckm", _WRONG_BASE, ids=[C.CKM(m).name for m in _WRONG_BASE])
+def test_base_key_of_the_wrong_type(s, asymmetric_bases, ckm, base_kind):
+    """A base key that is not a secret key is CKR_KEY_TYPE_INCONSISTENT, before its value is read."""
+    other = _base(s, b"\1" * 8)
+    params = {C.CKM_CONCATENATE_BASE_AND_KEY: (ulong(other.handle), None),
+              C.CKM_EXTRACT_KEY_FROM_KEY: (ulong(3), None)}
+    param, keep = params.get(ckm) or (string_data(b"data") if "SHA" not in C.CKM(ckm).name else (None, None))
+    with raw_rv(C.CKR_KEY_TYPE_INCONSISTENT):
+        raw.derive(s, ckm, param, asymmetric_bases[base_kind], {**SECRET, Attribute.VALUE_LEN: 4})

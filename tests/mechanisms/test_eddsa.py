@@ -5,6 +5,8 @@ sign.input list that includes RFC 8032's tests, Ed448 from RFC 8032 §7.4), what
 CK_EDDSA_PARAMS may ask for, and the error codes of bad keys and parameters.
 """
 
+import struct
+
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +21,8 @@ from .vectors import hexbytes, load_nist, path
 
 ED25519_OID = bytes.fromhex("06032b6570")
 ED448_OID = bytes.fromhex("06032b6571")
+PURE = (False, None)  # CK_EDDSA_PARAMS for pure EdDSA, as python-pkcs11 takes it
+PURE_STRUCT = struct.pack("BxxxxxxxLP", 0, 0, 0)  # the same CK_EDDSA_PARAMS, as C lays it out
 PRINTABLE = {"edwards25519": b"\x13\x0cedwards25519", "edwards448": b"\x13\x0aedwards448"}
 CURVES = [("Ed25519", ED25519_OID, 32), ("Ed448", ED448_OID, 57),
           ("Ed25519-name", PRINTABLE["edwards25519"], 32), ("Ed448-name", PRINTABLE["edwards448"], 57)]
@@ -57,11 +61,12 @@ def test_generate(s, name, params, size):
     with pytest.raises(pkcs11.AttributeSensitive):
         private[Attribute.VALUE]
     data = b"sign inside, verify outside"
-    signature = private.sign(data, mechanism=Mechanism.EDDSA)
+    param = PURE if size == 57 else None  # Ed448 always takes CK_EDDSA_PARAMS
+    signature = private.sign(data, mechanism=Mechanism.EDDSA, mechanism_param=param)
     assert len(signature) == 2 * size
     loaded.verify(signature, data)  # raises InvalidSignature on failure
-    assert public.verify(data, signature, mechanism=Mechanism.EDDSA)
-    assert not public.verify(data + b"!", signature, mechanism=Mechanism.EDDSA)
+    assert public.verify(data, signature, mechanism=Mechanism.EDDSA, mechanism_param=param)
+    assert not public.verify(data + b"!", signature, mechanism=Mechanism.EDDSA, mechanism_param=param)
 
 
 def test_mechanism_info(token):
@@ -115,9 +120,8 @@ def test_ed448_rfc8032(s):
             with pytest.raises(pkcs11.MechanismParamInvalid):
                 public.verify(msg, sig, mechanism=Mechanism.EDDSA, mechanism_param=(False, hexbytes(r["CONTEXT"])))
             continue
-        assert private.sign(msg, mechanism=Mechanism.EDDSA) == sig
-        assert private.sign(msg, mechanism=Mechanism.EDDSA, mechanism_param=(False, None)) == sig
-        assert public.verify(msg, sig, mechanism=Mechanism.EDDSA)
+        assert private.sign(msg, mechanism=Mechanism.EDDSA, mechanism_param=PURE) == sig  # v3.0 §2.3.14
+        assert public.verify(msg, sig, mechanism=Mechanism.EDDSA, mechanism_param=PURE)
         assert public_key_info(s, private) == ed448.Ed448PublicKey.from_public_bytes(pk).public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert with_context == 1
@@ -130,6 +134,18 @@ def test_prehash_and_context_refused(s, params, param):
     public, private = _generate(s, params)
     with pytest.raises(pkcs11.MechanismParamInvalid):
         private.sign(b"m", mechanism=Mechanism.EDDSA, mechanism_param=param)
+
+
+def test_ed448_without_its_parameter(s):
+    """Ed448 needs CK_EDDSA_PARAMS: without it C_SignInit / C_VerifyInit fail cleanly with
+    CKR_MECHANISM_PARAM_INVALID and leave no operation behind."""
+    public, private = _generate(s, ED448_OID)
+    with raw_rv(C.CKR_MECHANISM_PARAM_INVALID):
+        raw.init("C_SignInit", s, Mechanism.EDDSA, None, private.handle)
+    with raw_rv(C.CKR_MECHANISM_PARAM_INVALID):
+        raw.init("C_VerifyInit", s, Mechanism.EDDSA, None, public.handle)
+    signature = private.sign(b"m", mechanism=Mechanism.EDDSA, mechanism_param=(False, None))
+    assert public.verify(b"m", signature, mechanism=Mechanism.EDDSA, mechanism_param=(False, None))
 
 
 def test_malformed_param(s):
@@ -165,13 +181,15 @@ def test_missing_usage_flag(s):
 @pytest.mark.parametrize("params, size", [(ED25519_OID, 64), (ED448_OID, 114)], ids=["Ed25519", "Ed448"])
 def test_wrong_signature_length(s, params, size):
     public, private = _generate(s, params)
-    signature = private.sign(b"m", mechanism=Mechanism.EDDSA)
+    ed448 = params == ED448_OID
+    signature = private.sign(b"m", mechanism=Mechanism.EDDSA, mechanism_param=PURE if ed448 else None)
     assert len(signature) == size
+    raw_param = PURE_STRUCT if ed448 else None
     for bad in (signature[:-1], signature + b"\0"):
         with raw_rv(C.CKR_SIGNATURE_LEN_RANGE):
-            raw.verify(s, Mechanism.EDDSA, None, public.handle, b"m", bad)
+            raw.verify(s, Mechanism.EDDSA, raw_param, public.handle, b"m", bad)
     with raw_rv(C.CKR_SIGNATURE_INVALID):
-        raw.verify(s, Mechanism.EDDSA, None, public.handle, b"m", bytes([signature[0] ^ 1]) + signature[1:])
+        raw.verify(s, Mechanism.EDDSA, raw_param, public.handle, b"m", bytes([signature[0] ^ 1]) + signature[1:])
 
 
 @pytest.mark.parametrize("params", [bytes.fromhex("06032b656e"), bytes.fromhex("06082a8648ce3d030107"),

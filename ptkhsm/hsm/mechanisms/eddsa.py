@@ -1,9 +1,11 @@
 """EdDSA (RFC 8032) with CKK_EC_EDWARDS keys: Ed25519 and Ed448.
 
-CKM_EDDSA without a parameter is pure Ed25519 / Ed448. CK_EDDSA_PARAMS may
-select Ed25519ctx, Ed25519ph, Ed448 with a context or Ed448ph; `cryptography`
-implements none of these, so a parameter is accepted only when it asks for
-the pure scheme (phFlag FALSE, empty context) and refused otherwise with
+CKM_EDDSA without a parameter is pure Ed25519 (PKCS#11 v3.0 §2.3.14); Ed448
+always needs CK_EDDSA_PARAMS (phFlag FALSE for pure Ed448), and without it is
+CKR_MECHANISM_PARAM_INVALID. CK_EDDSA_PARAMS may also select Ed25519ctx,
+Ed25519ph, Ed448 with a context or Ed448ph; `cryptography` implements none of
+these, so a parameter is accepted only when it asks for the pure scheme
+(phFlag FALSE, empty context) and refused otherwise with
 CKR_MECHANISM_PARAM_INVALID.
 """
 
@@ -15,8 +17,10 @@ from . import Buffered, Row, crypto_errors, okp, register, register_key_type
 register_key_type(okp.key_type(C.CKK_EC_EDWARDS, okp.EDWARDS))
 
 
-def _check_param(param):
+def _check_param(param, curve):
     if param is None:
+        if curve is okp.ED448:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "Ed448 needs CK_EDDSA_PARAMS (phFlag FALSE: pure Ed448)")
         return
     if not isinstance(param, P.EddsaParams):
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CKM_EDDSA takes CK_EDDSA_PARAMS or nothing")
@@ -32,13 +36,13 @@ class Eddsa:
         return C.CKK_EC_EDWARDS, public, private
 
     def sign(self, row, key, param):
-        _check_param(param)
-        _, private = okp.private_key(key, okp.EDWARDS)
+        curve, private = okp.private_key(key, okp.EDWARDS)
+        _check_param(param, curve)
         return Buffered(private.sign)
 
     def verify(self, row, key, param):
-        _check_param(param)
         curve, public = okp.public_key(key, okp.EDWARDS)
+        _check_param(param, curve)
         size = 2 * curve.public_len
 
         def run(data, signature):
