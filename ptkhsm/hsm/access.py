@@ -9,6 +9,12 @@
 "-" means the object is invisible (CKR_OBJECT_HANDLE_INVALID on access);
 writing where only "r/o" is allowed is CKR_SESSION_READ_ONLY; creating a
 private object without the user logged in is CKR_USER_NOT_LOGGED_IN.
+
+Sessions: no read-only session while the SO is logged in
+(CKR_SESSION_READ_WRITE_SO_EXISTS), and an uninitialised token takes
+read-only sessions only (CKR_TOKEN_WRITE_PROTECTED for a read/write one:
+nothing but C_InitToken writes to it). The SO and the user log in only where
+the table lets them.
 Every check of this kind in the HSM goes through these functions.
 """
 
@@ -28,10 +34,47 @@ def check_write(session, token, is_token_object, is_private):
         raise CKRError(C.CKR_SESSION_READ_ONLY, "token objects need a read/write session")
 
 
-def check_crypto(token, key):
-    """Using a key (CKA_PRIVATE keys are invisible without the user)."""
-    if not can_see(token, key):
-        raise CKRError(C.CKR_KEY_HANDLE_INVALID, "private key and the user is not logged in")
+def check_open(token, rw):
+    """C_OpenSession on this token."""
+    if not rw and token.login == C.CKU_SO:
+        raise CKRError(C.CKR_SESSION_READ_WRITE_SO_EXISTS, "the SO is logged in")
+    if rw and not token.initialized:
+        raise CKRError(C.CKR_TOKEN_WRITE_PROTECTED, f"token in slot {token.slot_id} is not initialised: "
+                                                    "read-only sessions only")
+
+
+def check_so_login(sessions):
+    """C_Login as the SO: only when no read-only session of the token is open."""
+    if any(not s.rw for s in sessions):
+        raise CKRError(C.CKR_SESSION_READ_ONLY_EXISTS, "close read-only sessions first")
+
+
+def check_init_pin(session, token):
+    if token.login != C.CKU_SO:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "C_InitPIN needs the SO logged in")
+    if not session.rw:
+        raise CKRError(C.CKR_SESSION_READ_ONLY, "C_InitPIN needs a read/write session")
+
+
+def check_set_pin(session):
+    if not session.rw:
+        raise CKRError(C.CKR_SESSION_READ_ONLY, "C_SetPIN needs a read/write session")
+
+
+def check_context_login(token):
+    """C_Login(CKU_CONTEXT_SPECIFIC): re-authenticating the user needs the user logged in."""
+    if token.login != C.CKU_USER:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "context-specific login needs the user")
+
+
+def check_logout(token):
+    if token.login is None:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "nobody is logged in")
+
+
+def is_so(token):
+    """The SO is logged in: what policy.check_so_only needs (CKA_TRUSTED)."""
+    return token.login == C.CKU_SO
 
 
 def session_state(session, token):

@@ -107,17 +107,13 @@ class HSM:
 
     def init_pin(self, handle, pin):
         session, token = self._session(handle)
-        if token.login != C.CKU_SO:
-            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "C_InitPIN needs the SO logged in")
-        if not session.rw:
-            raise CKRError(C.CKR_SESSION_READ_ONLY, "C_InitPIN needs a read/write session")
+        access.check_init_pin(session, token)
         token.init_pin(pin)
 
     def set_pin(self, handle, old_pin, new_pin):
         session, token = self._session(handle)
-        if not session.rw:
-            raise CKRError(C.CKR_SESSION_READ_ONLY, "C_SetPIN needs a read/write session")
-        token.set_pin(C.CKU_SO if token.login == C.CKU_SO else C.CKU_USER, old_pin, new_pin)
+        access.check_set_pin(session)
+        token.set_pin(C.CKU_SO if access.is_so(token) else C.CKU_USER, old_pin, new_pin)
 
     # -- sessions ------------------------------------------------------------
     def open_session(self, slot_id, flags):
@@ -131,10 +127,7 @@ class HSM:
             # store only until the token is seen initialised.
             if not token.initialized:
                 token.ensure_loaded()
-                if not token.initialized:
-                    raise CKRError(C.CKR_TOKEN_NOT_RECOGNIZED, f"token in slot {slot_id} is not initialised")
-            if not rw and token.login == C.CKU_SO:
-                raise CKRError(C.CKR_SESSION_READ_WRITE_SO_EXISTS, "the SO is logged in")
+            access.check_open(token, rw)
             handle = self._next_session.new()
             self.sessions[handle] = self.slot_sessions[slot_id][handle] = Session(handle, slot_id, rw)
             return handle
@@ -183,15 +176,13 @@ class HSM:
         if user_type not in (C.CKU_SO, C.CKU_USER):
             raise CKRError(C.CKR_USER_TYPE_INVALID, f"user type {user_type}")
         with self._lock:
-            if user_type == C.CKU_SO and token.login is None and any(
-                    not s.rw for s in self.slot_sessions[session.slot_id].values()):
-                raise CKRError(C.CKR_SESSION_READ_ONLY_EXISTS, "close read-only sessions first")
+            if user_type == C.CKU_SO and token.login is None:
+                access.check_so_login(self.slot_sessions[session.slot_id].values())
             token.ensure_loaded()
             token.log_in(user_type, pin)
 
     def _context_login(self, session, token, pin):
-        if token.login != C.CKU_USER:
-            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "context-specific login needs the user")
+        access.check_context_login(token)
         pending = [s for s in session.ops.values() if s.needs_context_login]
         if not pending:
             raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED, "no operation needs re-authentication")
@@ -209,8 +200,7 @@ class HSM:
     def logout(self, handle):
         _, token = self._session(handle)
         with self._lock:
-            if token.login is None:
-                raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "nobody is logged in")
+            access.check_logout(token)
             token.log_out()
 
     # -- objects -------------------------------------------------------------
@@ -227,8 +217,7 @@ class HSM:
         """Store new objects (token ones durably, all in one transaction) -> handles."""
         for attrs in attrs_list:
             access.check_write(session, token, attrs[C.CKA_TOKEN], attrs[C.CKA_PRIVATE])
-            if attrs.get(C.CKA_TRUSTED) and token.login != C.CKU_SO:
-                raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "only the SO sets CKA_TRUSTED")
+            policy.check_so_only(attrs, access.is_so(token))
         with self._lock:
             token.ensure_loaded()
             persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
@@ -255,7 +244,7 @@ class HSM:
         if not obj.attrs.get(C.CKA_COPYABLE, True):
             raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not copyable")
         changes = policy.as_dict(template)
-        policy.check_change(obj.attrs, changes, token.login == C.CKU_SO, copying=True)
+        policy.check_change(obj.attrs, changes, access.is_so(token), copying=True)
         return self._add_objects(session, token, [{**obj.attrs, **changes}])[0]
 
     def destroy_object(self, handle, obj_handle):
@@ -294,7 +283,7 @@ class HSM:
             obj = self._object(token, obj_handle)
             access.check_write(session, token, obj.is_token, obj.is_private)
             changes = policy.as_dict(template)
-            policy.check_change(obj.attrs, changes, token.login == C.CKU_SO)
+            policy.check_change(obj.attrs, changes, access.is_so(token))
             attrs = {**obj.attrs, **changes}
             if obj.is_token:
                 token.store_update(obj, attrs)
@@ -303,8 +292,7 @@ class HSM:
 
     def find_init(self, handle, template):
         session, token = self._session(handle)
-        if FIND in session.ops:
-            raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
+        session.idle(FIND)
         template = tuple(template)
         with self._lock:
             token.ensure_loaded()
@@ -332,8 +320,7 @@ class HSM:
     # -- cryptographic operations -------------------------------------------
     def _begin(self, handle, kind, mechanism, key_handle):
         session = self._live(handle)
-        if kind in session.ops:
-            raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
+        session.idle(kind)
         key = None if key_handle is None else self._key(self.tokens[session.slot_id], key_handle)
         op = operations.start(kind, mechanism, key)
         session.begin(kind, op, key)

@@ -163,7 +163,7 @@ def _restore(template, restored):
     stray = [schema.name(t) for t in attrs if t not in allowed(cls, ckk if cls in TYPED_CLASSES else None)]
     if stray:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
-    # The SO-only rule for CKA_TRUSTED is enforced where every new object is added.
+    # check_so_only runs where every new object is added (the HSM knows who is logged in).
     check_change(attrs, template, is_so=True, copying=True)
     attrs.update(template)
     if cls in TYPED_CLASSES:
@@ -231,10 +231,19 @@ def check_change(attrs, changes, is_so, copying=False):
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"{schema.name(attr_type)} cannot become FALSE")
         if flags & schema.FALSE_ONLY and not attrs.get(attr_type, True) and value:
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"{schema.name(attr_type)} cannot become TRUE")
-        if flags & schema.SO_ONLY and value and not is_so:
-            raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"only the SO sets {schema.name(attr_type)}")
+        check_so_only({attr_type: value}, is_so)
         if attr_type == C.CKA_MODIFIABLE and value and not attrs.get(C.CKA_MODIFIABLE, True):
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_MODIFIABLE cannot become TRUE")
+
+
+def check_so_only(values, is_so):
+    """Attributes only the SO may set TRUE (schema.SO_ONLY: CKA_TRUSTED), on a new object or a
+    change: the one place of that rule."""
+    if is_so:
+        return
+    for attr_type, value in values.items():
+        if value and schema.flags_of(attr_type) & schema.SO_ONLY:
+            raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"only the SO sets {schema.name(attr_type)}")
 
 
 def hidden(attrs, attr_type):

@@ -47,9 +47,14 @@ class Session:
         self.ops = {}
         self.objects = set()  # handles of the session objects it owns
 
-    def begin(self, kind, op, key=None):
+    def idle(self, kind):
+        """The one check of CKR_OPERATION_ACTIVE: an Init while an operation of `kind` runs
+        (made before an Init looks at its mechanism and key, and again by begin)."""
         if kind in self.ops:
             raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
+
+    def begin(self, kind, op, key=None):
+        self.idle(kind)
         self.ops[kind] = Active(op, key)
 
     def active(self, kind, mode=None):
