@@ -342,3 +342,47 @@ def test_dh_derive_bad_input(s):
         _derive(private, 1, KeyType.AES, 128)
     with pytest.raises(pkcs11.TemplateInconsistent):  # longer than Z
         _derive(private, group["YstatCAVS"], length=(129 + 1) * 8)
+
+
+def test_dh_unwrap_leaves_the_warning_filters_alone(s, monkeypatch):
+    """A DH private key unwraps without `cryptography` warning (its FFDH loader is not used) and
+    without warnings.catch_warnings(), which swaps the process-wide filters that an interpreter
+    shared with the host owns: the host's filters, even "error", stay as they are."""
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    entered = []
+
+    class Recording(warnings.catch_warnings):
+        def __enter__(self):
+            entered.append(True)
+            return super().__enter__()
+
+    kek = s.generate_key(KeyType.AES, 256, template={Attribute.WRAP: True, Attribute.UNWRAP: True})
+    group = _rfc5114_groups()[1].values[0]
+    key = dh_private(s, group["P"], group["G"], group["XstatIUT"], {Attribute.EXTRACTABLE: True})
+    wrapped = kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+    monkeypatch.setattr(warnings, "catch_warnings", Recording)
+    with warnings.catch_warnings():  # the test's own: the host asks for warnings as errors
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        entered.clear()
+        back = kek.unwrap_key(ObjectClass.PRIVATE_KEY, KeyType.DH, wrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                              template={**PUBLIC_ONLY, Attribute.DERIVE: True, Attribute.TOKEN: False})
+        assert not entered, "the unwrap path entered warnings.catch_warnings()"
+    assert public_key_info(s, back) == public_key_info(s, key)
+
+
+def test_dh_derived_des_keys_have_odd_parity(s):
+    """A DES key derived by DH is Z's trailing bytes with odd parity, as every derived DES key."""
+    group = _rfc5114_groups()[0].values[0]
+    size = (group["P"].bit_length() + 7) // 8
+    z = group["Z"].to_bytes(size, "big")
+    ours = dh_private(s, group["P"], group["G"], group["XstatIUT"])
+    for key_type, length in ((KeyType.DES2, 16), (KeyType.DES3, 24)):
+        handle = raw.derive(s, C.CKM_DH_PKCS_DERIVE, b(group["YstatCAVS"]), ours.handle,
+                            {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: key_type,
+                             Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+        value = raw.attribute(s, handle, C.CKA_VALUE)
+        assert len(value) == length and all(bin(x).count("1") % 2 for x in value)
+        assert bytes(x & 0xFE for x in value) == bytes(x & 0xFE for x in z[-length:])

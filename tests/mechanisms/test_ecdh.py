@@ -150,6 +150,11 @@ def test_derived_key_types_and_truncation(s):
     # DES3 has a fixed length: no CKA_VALUE_LEN needed
     des3 = derive(s, base.handle, peer, kdf=C.CKD_SHA256_KDF, template={Attribute.KEY_TYPE: C.CKK_DES3})
     assert len(des3) == 24
+    # ... and odd parity, as every derived DES key (the KDF's bytes with their low bits set)
+    assert all(bin(b).count("1") % 2 for b in des3)
+    assert bytes(b & 0xFE for b in des3) == bytes(b & 0xFE for b in ecdh.x963_kdf(hashes.SHA256(), z, None, 24))
+    des = derive(s, base.handle, peer, template={Attribute.KEY_TYPE: C.CKK_DES})
+    assert all(bin(b).count("1") % 2 for b in des) and bytes(b & 0xFE for b in des) == bytes(b & 0xFE for b in z[-8:])
     # a sensitive derived key stays inside
     handle = raw.derive(s, Mechanism.ECDH1_DERIVE, raw.ecdh1_params(C.CKD_NULL, None, peer)[0], base.handle,
                         {Attribute.CLASS: C.CKO_SECRET_KEY, Attribute.KEY_TYPE: C.CKK_GENERIC_SECRET,

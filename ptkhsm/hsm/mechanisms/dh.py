@@ -17,6 +17,8 @@ import functools
 import secrets
 import warnings
 
+from asn1crypto import algos
+from asn1crypto import core as asn1
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
@@ -27,31 +29,29 @@ from . import derived, pkcs8
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
     from cryptography.hazmat.primitives.asymmetric.dh import (
-        DHParameterNumbers, DHPrivateKey, DHPrivateNumbers, DHPublicNumbers, generate_parameters)
+        DHParameterNumbers, DHPrivateNumbers, DHPublicNumbers, generate_parameters)
 
 MIN_BITS, MAX_BITS = 1024, 8192
 MAX_GENERATE_BITS = 4096
 GENERATOR = 2
 _DOMAIN = (C.CKA_PRIME, C.CKA_BASE)
-DH_KEY_AGREEMENT = bytes.fromhex("06092a864886f70d010301")  # OID 1.2.840.113549.1.3.1 (PKCS #3)
+DH_KEY_AGREEMENT = "1.2.840.113549.1.3.1"  # PKCS #3 dhKeyAgreement
 
 
-def _der(tag, body):
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = (n.bit_length() + 7) // 8
-    return bytes([tag, 0x80 | size]) + n.to_bytes(size, "big") + body
+class _DhAlgorithm(asn1.Sequence):
+    """AlgorithmIdentifier of PKCS #3 dhKeyAgreement with its DHParameter (asn1crypto's
+    "dh" algorithm is X9.42's dhpublicnumber, which CKK_DH keys are not)."""
+    _fields = [("algorithm", asn1.ObjectIdentifier), ("parameters", algos.DHParameters)]
 
 
-def _der_int(value):
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+class _DhPublicKeyInfo(asn1.Sequence):
+    _fields = [("algorithm", _DhAlgorithm), ("public_key", asn1.OctetBitString)]
 
 
 def spki(p, g, y):
     """SubjectPublicKeyInfo of a PKCS #3 DH key (dhKeyAgreement, DHParameter), as OpenSSL writes it."""
-    algorithm = _der(0x30, DH_KEY_AGREEMENT + _der(0x30, _der_int(p) + _der_int(g)))
-    return _der(0x30, algorithm + _der(0x03, b"\0" + _der_int(y)))
+    return _DhPublicKeyInfo({"algorithm": {"algorithm": DH_KEY_AGREEMENT, "parameters": {"p": p, "g": g}},
+                             "public_key": asn1.Integer(y).dump()}).dump()
 
 
 @functools.lru_cache(maxsize=32)
@@ -119,10 +119,8 @@ def _export(cls, attrs):
 
 
 def _load(cls, blob):
-    private = pkcs8.load(cls, blob, DHPrivateKey, "DH")
-    numbers = private.private_numbers()
-    params = numbers.public_numbers.parameter_numbers  # an X9.42 key's q is not kept: CKK_DH has none
-    return {C.CKA_PRIME: to_big(params.p), C.CKA_BASE: to_big(params.g), C.CKA_VALUE: to_big(numbers.x)}
+    p, g, x = pkcs8.dh_numbers(cls, blob)  # an X9.42 key's q is not kept: CKK_DH has none
+    return {C.CKA_PRIME: to_big(p), C.CKA_BASE: to_big(g), C.CKA_VALUE: to_big(x)}
 
 
 register_key_type(finite_field_key_type(C.CKK_DH, _DOMAIN, _complete, _export, _load,

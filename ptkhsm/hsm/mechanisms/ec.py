@@ -2,6 +2,7 @@
 P-521 and secp256k1 (P-192 and P-224 as PTK-C offers them; the weakest accepted
 security level, 96 bits, sits just above RSA-1024's)."""
 
+from asn1crypto import core as asn1
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
@@ -29,23 +30,15 @@ _OID_OF = {curve: oid for oid, curve in CURVES.items()}
 
 
 def der_octet_string(data):
-    n = len(data)
-    if n < 0x80:
-        return bytes([4, n]) + data
-    size = (n.bit_length() + 7) // 8
-    return bytes([4, 0x80 | size]) + n.to_bytes(size, "big") + data
+    return asn1.OctetString(data).dump()
 
 
 def parse_octet_string(der):
     """DER OCTET STRING -> contents, or None if `der` is not exactly one."""
-    if len(der) < 2 or der[0] != 4:
+    try:
+        return asn1.OctetString.load(der, strict=True).native
+    except ValueError:
         return None
-    if der[1] < 0x80:
-        start, n = 2, der[1]
-    else:
-        size = der[1] & 0x7F
-        start, n = 2 + size, int.from_bytes(der[2:2 + size], "big")
-    return der[start:] if len(der) - start == n else None
 
 
 def curve_of(params):

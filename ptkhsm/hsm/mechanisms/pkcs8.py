@@ -1,13 +1,34 @@
-"""Private keys as C_WrapKey carries them: PKCS#8 DER, one path for every asymmetric family."""
+"""Private keys as C_WrapKey carries them: PKCS#8 DER, one path for every asymmetric family.
 
-import warnings
+Finite-field DH keys are read here with asn1crypto (`dh_numbers`), not by
+`cryptography`: cryptography 50 deprecates FFDH and warns each time it loads such
+a key, and silencing that would change the process's warning filters, which an
+interpreter shared with the host owns. `load` refuses them, so `cryptography`
+never sees one.
+"""
 
+from asn1crypto import algos
+from asn1crypto import core as asn1
+from asn1crypto import keys
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
 from ...errors import CKRError
+
+PKCS3_DH = "1.2.840.113549.1.3.1"   # dhKeyAgreement: DHParameter (p, g [, l])
+X942_DH = "1.2.840.10046.2.1"       # dhpublicnumber: DomainParameters (p, g, q, ...), OpenSSL's choice
+FINITE_FIELD_DH = (PKCS3_DH, X942_DH)
+
+
+class _Algorithm(asn1.Sequence):
+    _fields = [("algorithm", asn1.ObjectIdentifier), ("parameters", asn1.Any, {"optional": True})]
+
+
+class _PrivateKeyInfo(asn1.Sequence):
+    """RFC 5208 PrivateKeyInfo of any algorithm (asn1crypto's own knows no DH)."""
+    _fields = [("version", asn1.Integer), ("algorithm", _Algorithm), ("private_key", asn1.OctetString),
+               ("attributes", asn1.Any, {"implicit": 0, "optional": True})]
 
 
 def export(private):
@@ -15,16 +36,49 @@ def export(private):
                                  serialization.NoEncryption())
 
 
-def load(cls, blob, key_classes, what):
-    """The private key inside `blob`, which must be one of `key_classes`, else the spec's CKR."""
+def _info(blob, what):
+    """-> (algorithm OID, parameters DER or None, the private key's bytes)."""
+    try:
+        info = _PrivateKeyInfo.load(blob, strict=True)
+        algorithm = info["algorithm"]
+        params = algorithm["parameters"]
+        return algorithm["algorithm"].dotted, (None if params.native is None else params.dump()), \
+            info["private_key"].native
+    except (ValueError, TypeError, KeyError):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"not a PKCS#8 {what} private key") from None
+
+
+def _check_class(cls, what):
     if cls != C.CKO_PRIVATE_KEY:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"{what} keys unwrap as private keys")
+
+
+def load(cls, blob, key_classes, what):
+    """The private key inside `blob`, which must be one of `key_classes`, else the spec's CKR."""
+    _check_class(cls, what)
+    oid, _, _ = _info(blob, what)
+    if oid in FINITE_FIELD_DH:
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"not a {what} key")
     try:
-        with warnings.catch_warnings():  # finite-field DH keys are deprecated in cryptography 50
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            private = serialization.load_der_private_key(blob, None)
+        private = serialization.load_der_private_key(blob, None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"not a PKCS#8 {what} private key") from None
     if not isinstance(private, key_classes):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"not a {what} key")
     return private
+
+
+def dh_numbers(cls, blob):
+    """A finite-field DH private key, PKCS #3 or X9.42 -> (p, g, x). The caller validates them."""
+    _check_class(cls, "DH")
+    oid, params, private = _info(blob, "DH")
+    if oid not in FINITE_FIELD_DH or params is None:
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DH key")
+    spec = algos.DHParameters if oid == PKCS3_DH else keys.DomainParameters
+    try:
+        domain = spec.load(params, strict=True)
+        p, g = domain["p"].native, domain["g"].native
+        x = asn1.Integer.load(private, strict=True).native
+    except (ValueError, TypeError, KeyError):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "malformed PKCS#8 DH private key") from None
+    return p, g, x
