@@ -1,5 +1,5 @@
 # make bench: ptkhsm against SoftHSMv2 through the C ABI (ptkhsm ctperf), written to
-# docs/performance.md and docs/performance.png. Takes about 10 minutes with the defaults;
+# docs/performance.md and docs/performance.svg. Takes about 10 minutes with the defaults;
 # BENCH_SECONDS per test, BENCH_REPEAT runs per test (the median counts).
 BENCH_SECONDS ?= 2
 BENCH_REPEAT  ?= 3

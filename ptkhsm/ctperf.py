@@ -371,7 +371,7 @@ def add_arguments(parser, default_module):
     parser.add_argument("--existing-token", action="store_true",
                         help="use the initialised token in --slot with --pin instead of making fresh ones")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs --compare) as a PNG bar chart")
+    parser.add_argument("--plot", metavar="FILE.svg", help="draw the ratios (needs --compare) as an SVG bar chart")
 
 
 def command(args):
@@ -409,7 +409,7 @@ def command(args):
               f"({args.seconds:g} s per test, median of {args.repeat})")
         print("\n".join(format_compare(results, targets[0].name, targets[1].name, pairs)))
     if args.plot:
-        from .pngchart import ratio_chart
+        from .svgchart import ratio_chart
         a, b = targets[0].name, targets[1].name
         bars = [(test_name(op, n), ratio(results, a, b, op, n), None) for op, n in pairs]
         ratio_chart(args.plot, f"{a} / {b} (ops/s ratio)", bars)

@@ -6,14 +6,12 @@ a fraction of a second, only to see the driver, its JSON and the tables work.
 
 import json
 import shutil
-import struct
-import zlib
 
 import pytest
 
 from ptkhsm import ctperf
 from ptkhsm.cli import main
-from ptkhsm.pngchart import ratio_chart
+from ptkhsm.svgchart import ratio_chart
 
 pytestmark = pytest.mark.skipif(not shutil.which("gcc") and not (ctperf.PACKAGE / ctperf.DRIVER_NAME).exists(),
                                 reason="ctperf-driver needs gcc")
@@ -75,12 +73,17 @@ def test_unknown_op(module, capsys):
     assert "unknown operation" in capsys.readouterr().err
 
 
-def test_plot_is_a_png(tmp_path):
-    path = tmp_path / "r.png"
-    ratio_chart(path, "a / b", [("rsa2048-sign", 1.8, 1.0), ("session", 0.05, 0.5), ("ed25519-sign", None, 0.8)])
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    idat_len = struct.unpack(">I", data[33:37])[0]
-    raw = zlib.decompress(data[41:41 + idat_len])
-    assert len(raw) == height * (1 + 3 * width)
+def test_plot_is_an_svg(tmp_path):
+    """One bar per measured test, coloured by its goal; the n/a test drawn as text; no font inside."""
+    import xml.etree.ElementTree as ET
+    path = tmp_path / "r.svg"
+    ratio_chart(path, "a / b", [("rsa2048-sign", 1.8, 1.0), ("session", 0.05, 0.5), ("ed25519-sign", None, 0.8),
+                                ("find-10k", 8446.7, None)])
+    svg = ET.parse(path).getroot()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    bars = {g.get("data-test"): g.find("s:rect", ns).get("fill") for g in svg.iterfind(".//s:g[@class='bar']", ns)}
+    assert bars == {"rsa2048-sign": "#2ea043", "session": "#d62728", "find-10k": "#1f77b4"}
+    texts = [t.text for t in svg.iterfind(".//s:text", ns)]
+    assert "a / b" in texts and "n/a" in texts and "1.80x" in texts and "8447x" in texts
+    assert "font-face" not in path.read_text() and "<image" not in path.read_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ptkhsm import __version__, ctperf
 from ptkhsm.cli import module_path
-from ptkhsm.pngchart import ratio_chart
+from ptkhsm.svgchart import ratio_chart
 
 # (op, threads, minimum ratio ptkhsm / SoftHSMv2)
 RATIO_GOALS = [
@@ -105,7 +105,7 @@ def report(results, a, b, pairs, args, rss):
         f"better for ptkhsm. The machine is shared: expect a few percent of noise, more for sub-microsecond "
         f"operations.",
         "",
-        "![ptkhsm / SoftHSMv2](performance.png)",
+        "![ptkhsm / SoftHSMv2](performance.svg)",
         "",
         "## The goals",
         "",
@@ -175,7 +175,7 @@ def report(results, a, b, pairs, args, rss):
                   f"whole ptkhsm (Python interpreter, cryptography, the token objects)."]
     lines += ["", "## Reproduce", "",
               "    make bench                                   # BENCH_SECONDS=2 BENCH_REPEAT=3",
-              "    ptkhsm ctperf --compare /usr/lib/softhsm/libsofthsm2.so --threads 1,2,8 --plot out.png",
+              "    ptkhsm ctperf --compare /usr/lib/softhsm/libsofthsm2.so --threads 1,2,8 --plot out.svg",
               ""]
     return "\n".join(lines)
 
@@ -193,7 +193,7 @@ def main(argv=None):
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_suffix(".png")
+    chart = out.with_suffix(".svg")
     ours = ctperf.Target(args.module)
     theirs = ctperf.Target(args.compare)
     try:
@@ -217,9 +217,9 @@ def main(argv=None):
     goals = {(op, n): g for op, n, g in RATIO_GOALS}
     bars = [(ctperf.test_name(op, n), ctperf.ratio(results, a, b, op, n), goals.get((op, n)))
             for op, n in pairs if (b, op, n) in results]
-    ratio_chart(png, f"{a} / {b}: ops/s ratio ({args.seconds:g} s, median of {args.repeat})", bars)
+    ratio_chart(chart, f"{a} / {b}: ops/s ratio ({args.seconds:g} s, median of {args.repeat})", bars)
     out.write_text(report(results, a, b, pairs, args, rss))
-    print(f"bench: wrote {out} and {png}", file=sys.stderr)
+    print(f"bench: wrote {out} and {chart}", file=sys.stderr)
     return 0
 
 
