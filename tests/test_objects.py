@@ -87,3 +87,28 @@ def test_private_objects_need_login(token):
     with token.open(rw=True, user_pin=USER_PIN) as logged_in:
         (obj,) = logged_in.get_objects({Attribute.LABEL: "secret-note"})
         obj.destroy()
+
+
+def test_unique_id_assigned_on_creation(session):
+    """CKA_UNIQUE_ID (v3.0): the token sets it when an object is made (created, generated,
+    copied), different for each, read-only; a template cannot give it and no change takes it."""
+    import re
+
+    from mechanisms import raw
+    from ptkhsm import constants as C
+
+    data = session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.VALUE: b"x", Attribute.TOKEN: True,
+                                  Attribute.LABEL: "unique-id"})
+    key = session.generate_key(pkcs11.KeyType.AES, 128)
+    copy = data.copy({Attribute.LABEL: "unique-id copy"})
+    ids = [raw.attribute(session, obj.handle, C.CKA_UNIQUE_ID) for obj in (data, key, copy)]
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", i) for i in ids), ids
+    assert len(set(ids)) == 3
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        data[C.CKA_UNIQUE_ID] = "0" * 32
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        session.create_object({Attribute.CLASS: ObjectClass.DATA, C.CKA_UNIQUE_ID: "mine", Attribute.TOKEN: False})
+    data[Attribute.LABEL] = "unique-id renamed"
+    assert raw.attribute(session, data.handle, C.CKA_UNIQUE_ID) == ids[0]
+    data.destroy()
+    copy.destroy()

@@ -594,7 +594,7 @@ def _session_then(rv, why):
 
 
 _LEGACY = ("C_GetFunctionStatus", "C_CancelFunction")
-_UNSUPPORTED = (
+_UNSUPPORTED = (  # listed in docs/functions.md, which tests/test_docs.py checks
     "C_GetOperationState", "C_SetOperationState", "C_SignRecoverInit", "C_SignRecover",
     "C_VerifyRecoverInit", "C_VerifyRecover", "C_DigestEncryptUpdate", "C_DecryptDigestUpdate",
     "C_SignEncryptUpdate", "C_DecryptVerifyUpdate",
@@ -604,7 +604,6 @@ _UNSUPPORTED = (
     "C_SignMessageBegin", "C_SignMessageNext", "C_MessageSignFinal", "C_MessageVerifyInit",
     "C_VerifyMessage", "C_VerifyMessageBegin", "C_VerifyMessageNext", "C_MessageVerifyFinal",
 )
-NOT_SUPPORTED = _UNSUPPORTED  # listed in docs/functions.md
 for _name in _LEGACY:
     _fn = _session_then(C.CKR_FUNCTION_NOT_PARALLEL, "no parallel functions (legacy)")
     _fn.__name__ = _name

@@ -215,6 +215,7 @@ class HSM:
 
     def _add_objects(self, session, token, attrs_list):
         """Store new objects (token ones durably, all in one transaction) -> handles."""
+        attrs_list = [policy.with_identity(attrs) for attrs in attrs_list]
         for attrs in attrs_list:
             access.check_write(session, token, attrs[C.CKA_TOKEN], attrs[C.CKA_PRIVATE])
             policy.check_so_only(attrs, access.is_so(token))

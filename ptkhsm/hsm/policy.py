@@ -6,6 +6,8 @@ Flags per attribute come from `ptkhsm.schema`; key-type specifics come from
 the key type handlers the mechanism families register.
 """
 
+import secrets
+
 from cryptography.hazmat.primitives import hashes
 
 from .. import constants as C
@@ -85,6 +87,13 @@ CREATE, GENERATE, UNWRAP, DERIVE = "create", "generate", "unwrap", "derive"
 RESTORE = "restore"
 # Never restored: a new object gets its own identity.
 _NOT_RESTORED = (C.CKA_UNIQUE_ID,)
+
+
+def with_identity(attrs):
+    """A new object (created, generated, derived, unwrapped, restored or copied) with its
+    CKA_UNIQUE_ID (v3.0 §4.4: set by the token when the object is made, read-only,
+    unique among its objects, never reused): 128 random bits as 32 hex digits."""
+    return {**attrs, C.CKA_UNIQUE_ID: secrets.token_hex(16).encode()}
 
 
 def as_dict(template):
