@@ -85,3 +85,14 @@ def unwrap(session, ckm, param, unwrapping_key, wrapped, template=None):
 
 def value_of(session, handle, attr):
     return raw.attribute(session, handle, attr)
+
+
+def check_cavp_cipher(records, mechanism, with_iv):
+    """CAVP cipher records as (section, key object, iv, plaintext, ciphertext): the ENCRYPT
+    sections encrypt to the ciphertext, the DECRYPT sections decrypt to the plaintext."""
+    for section, key, iv, plain, cipher in records:
+        param = iv if with_iv else None
+        if section == "ENCRYPT":
+            assert key.encrypt(plain, mechanism=mechanism, mechanism_param=param) == cipher
+        else:
+            assert key.decrypt(cipher, mechanism=mechanism, mechanism_param=param) == plain
