@@ -43,6 +43,12 @@ def check_open(token, rw):
                                                     "read-only sessions only")
 
 
+def check_init_token(sessions):
+    """C_InitToken: no session of the token may be open."""
+    if sessions:
+        raise CKRError(C.CKR_SESSION_EXISTS, "close the token's sessions first")
+
+
 def check_so_login(sessions):
     """C_Login as the SO: only when no read-only session of the token is open."""
     if any(not s.rw for s in sessions):

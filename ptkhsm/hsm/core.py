@@ -101,8 +101,7 @@ class HSM:
     def init_token(self, slot_id, so_pin, label):
         token = self._token(slot_id)
         with self._lock:
-            if self.slot_sessions[slot_id]:
-                raise CKRError(C.CKR_SESSION_EXISTS, "close the token's sessions first")
+            access.check_init_token(self.slot_sessions[slot_id])
             token.init_token(so_pin, token.label if token.is_admin else bytes(label))
 
     def init_pin(self, handle, pin):
