@@ -118,13 +118,6 @@ def C_GetInfo(pInfo):
     return OK
 
 
-def _pin(pointer, length):
-    """A PIN argument. NULL asks for the protected authentication path, which these tokens
-    do not have (CKF_PROTECTED_AUTHENTICATION_PATH is never set): CKR_ARGUMENTS_BAD."""
-    require(pointer)
-    return M.data_in(pointer, length)
-
-
 # -- slots and tokens ----------------------------------------------------------------
 @export
 def C_GetSlotList(tokenPresent, pSlotList, pulCount):
@@ -188,19 +181,19 @@ def C_GetMechanismInfo(slotID, type, pInfo):
 def C_InitToken(slotID, pPin, ulPinLen, pLabel):
     hsm = api()
     require(pLabel)
-    hsm.init_token(slotID, _pin(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
+    hsm.init_token(slotID, M.pin_in(pPin, ulPinLen), ffi.buffer(pLabel, 32)[:])
     return OK
 
 
 @export
 def C_InitPIN(hSession, pPin, ulPinLen):
-    api().init_pin(hSession, _pin(pPin, ulPinLen))
+    api().init_pin(hSession, M.pin_in(pPin, ulPinLen))
     return OK
 
 
 @export
 def C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen):
-    api().set_pin(hSession, _pin(pOldPin, ulOldLen), _pin(pNewPin, ulNewLen))
+    api().set_pin(hSession, M.pin_in(pOldPin, ulOldLen), M.pin_in(pNewPin, ulNewLen))
     return OK
 
 
@@ -243,14 +236,14 @@ def C_GetSessionInfo(hSession, pInfo):
 
 @export
 def C_Login(hSession, userType, pPin, ulPinLen):
-    api().login(hSession, userType, _pin(pPin, ulPinLen))
+    api().login(hSession, userType, M.pin_in(pPin, ulPinLen))
     return OK
 
 
 @export
 def C_LoginUser(hSession, userType, pPin, ulPinLen, pUsername, ulUsernameLen):
     # No named users on this token: the user name is ignored, as v3.0 §5.6 allows.
-    api().login(hSession, userType, _pin(pPin, ulPinLen))
+    api().login(hSession, userType, M.pin_in(pPin, ulPinLen))
     return OK
 
 

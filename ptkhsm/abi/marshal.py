@@ -45,6 +45,13 @@ def data_in(pointer, length):
     return ffi.buffer(pointer, buffer_length(length))[:]
 
 
+def pin_in(pointer, length):
+    """A PIN argument. NULL asks for the protected authentication path, which these tokens
+    do not have (CKF_PROTECTED_AUTHENTICATION_PATH is never set): CKR_ARGUMENTS_BAD."""
+    require(pointer)
+    return data_in(pointer, length)
+
+
 def buffer_length(length):
     if length > MAX_DATA_LEN:
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"{length} cannot be the length of a buffer")
