@@ -8,7 +8,6 @@ exceptions become CK_RV. (cffi calls `_failed` with the exception and returns
 what it returns: no wrapper frame on the path of every call.)
 """
 
-import contextlib
 import logging
 import threading
 
@@ -334,10 +333,11 @@ def C_FindObjectsFinal(hSession):
 # length query, ends the operation (PKCS#11 v3.0 §5.2). Failures below the api end it
 # there; the pointer checks made here, before the api sees the call, end it through the
 # api's cancel (C_SessionCancel's path), so every transport below behaves the same.
-@contextlib.contextmanager
-def _ends_on_failure(hsm, hSession, flag):
+def _checked(hsm, hSession, flag, convert, *args):
+    """convert(*args), an argument check of an operation step; failing, it ends the operation.
+    (A plain try, not a context manager: this runs on every operation call.)"""
     try:
-        yield
+        return convert(*args)
     except CKRError:
         hsm.cancel(hSession, flag)
         raise
@@ -349,24 +349,19 @@ def _init(start, hSession, pMechanism, hKey):
 
 
 def _run(hsm, step, flag, hSession, pData, ulDataLen, pOut, pulOutLen):
-    with _ends_on_failure(hsm, hSession, flag):
-        room = M.out_size(pOut, pulOutLen)
-        data = M.data_in(pData, ulDataLen)
+    room = _checked(hsm, hSession, flag, M.out_size, pOut, pulOutLen)
+    data = _checked(hsm, hSession, flag, M.data_in, pData, ulDataLen)
     M.deliver(step(hSession, data, room), pOut, pulOutLen, room)
 
 
 def _final(hsm, finish, flag, hSession, pOut, pulOutLen):
-    with _ends_on_failure(hsm, hSession, flag):
-        room = M.out_size(pOut, pulOutLen)
+    room = _checked(hsm, hSession, flag, M.out_size, pOut, pulOutLen)
     M.deliver(finish(hSession, room), pOut, pulOutLen, room)
 
 
-def _feed(hsm, step, flag, hSession, *pointers_and_lengths):
-    """An operation step without output (updates, C_Verify, C_VerifyFinal): its byte arguments."""
-    with _ends_on_failure(hsm, hSession, flag):
-        args = [M.data_in(pointers_and_lengths[i], pointers_and_lengths[i + 1])
-                for i in range(0, len(pointers_and_lengths), 2)]
-    step(hSession, *args)
+def _feed(hsm, step, flag, hSession, pData, ulDataLen):
+    """An operation step that takes bytes and gives nothing back (updates, C_VerifyFinal)."""
+    step(hSession, _checked(hsm, hSession, flag, M.data_in, pData, ulDataLen))
 
 
 @export
@@ -494,7 +489,8 @@ def C_VerifyInit(hSession, pMechanism, hKey):
 @export
 def C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen):
     hsm = api()
-    _feed(hsm, hsm.verify, C.CKF_VERIFY, hSession, pData, ulDataLen, pSignature, ulSignatureLen)
+    data = _checked(hsm, hSession, C.CKF_VERIFY, M.data_in, pData, ulDataLen)
+    hsm.verify(hSession, data, _checked(hsm, hSession, C.CKF_VERIFY, M.data_in, pSignature, ulSignatureLen))
     return OK
 
 
