@@ -44,22 +44,31 @@ class Server:
         self.argv = [str(a) for a in argv]
         self.log = log
         self.output = ""
+        self._pending = ""  # read, not yet split into lines
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         errors="replace", env=env, cwd=cwd, start_new_session=True)
 
     def wait_for(self, pattern, timeout=60):
-        """Read output until a line matches `pattern`; the match, or the scenario fails."""
+        """Read output until a line matches `pattern`; the match, or the scenario fails.
+
+        Reads the pipe unbuffered (os.read): a buffered reader would hold lines
+        that select() no longer reports.
+        """
         deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
-            if ready:
-                line = self.process.stdout.readline()
-                if not line:
-                    break
-                self.output += line
+            while "\n" in self._pending:
+                line, self._pending = self._pending.split("\n", 1)
+                self.output += line + "\n"
                 found = re.search(pattern, line)
                 if found:
                     return found
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self._pending += chunk.decode(errors="replace")
             elif self.process.poll() is not None:
                 break
         self.stop()
@@ -87,7 +96,8 @@ class Server:
             pass
         try:
             rest, _ = self.process.communicate(timeout=10)
-            self.output += rest or ""
+            self.output += self._pending + (rest or "")
+            self._pending = ""
         except subprocess.TimeoutExpired:  # a detached child (sshd's per-connection) holds the pipe
             self.process.stdout.close()
 

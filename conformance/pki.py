@@ -1,0 +1,65 @@
+"""A throw-away certificate authority for the TLS runners (OpenVPN, curl, nginx).
+
+The CA and the peers' keys that are not under test are software keys; the
+certificate of a token key is issued for the public key read back from the
+token, so the certificate and the token's private key belong together.
+"""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def _name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+class CA:
+    def __init__(self, directory, name="ptkhsm conformance CA"):
+        self.dir = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = _name(name)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(minutes=5))
+                     .not_valid_after(now + datetime.timedelta(days=2))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                    critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.pem = self.write("ca.crt", self.cert)
+
+    def write(self, name, cert):
+        path = self.dir / name
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def issue(self, public_key, common_name, *, server):
+        """A certificate for `public_key`: a TLS server (with DNS name common_name) or client."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(self.name)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                                  critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]),
+                                            critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+    def software_pair(self, stem, common_name, *, server):
+        """A software key and its certificate, as PEM files: (key path, certificate path)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_path = self.dir / f"{stem}.key"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        return key_path, self.write(f"{stem}.crt", self.issue(key.public_key(), common_name, server=server))
