@@ -1,7 +1,7 @@
 """OpenVPN 2.6 (pkcs11-helper): --show-pkcs11-ids, and a TLS client whose key is in the token.
 
 Each key pair (RSA-2048, P-256) is made with pkcs11-tool, and a certificate
-for it, issued by a throw-away CA (conformance/pki.py), is written beside it
+for it, issued by a throw-away CA (conformance/tls.py), is written beside it
 into the token. The loopback server (`--dev null`: no tun device) has a
 software key; it requires and verifies the client's certificate, so a
 completed TLS handshake proves the token key signed. The token PIN reaches
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .harness import USER_PIN
 from .keys import Keys
-from .pki import CA
+from .tls import CA
 from .servers import free_port, serve
 
 CLIENT = "OpenVPN"

@@ -1,4 +1,4 @@
-"""A throw-away certificate authority for the TLS runners (OpenVPN, curl, nginx).
+"""For the TLS runners (OpenVPN, curl, nginx): a throw-away CA, and OpenSSL's pkcs11 engine.
 
 The CA and the peers' keys that are not under test are software keys; the
 certificate of a token key is issued for the public key read back from the
@@ -63,3 +63,17 @@ class CA:
                                                serialization.NoEncryption()))
         key_path.chmod(0o600)
         return key_path, self.write(f"{stem}.crt", self.issue(key.public_key(), common_name, server=server))
+
+
+ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"  # libp11's engine (libengine-pkcs11-openssl)
+
+
+def engine_config(path, module):
+    """An openssl.cnf that loads libp11's pkcs11 engine with `module` (for OPENSSL_CONF)."""
+    path.write_text(
+        "openssl_conf = openssl_init\n\n"
+        "[openssl_init]\nengines = engine_section\n\n"
+        "[engine_section]\npkcs11 = pkcs11_section\n\n"
+        f"[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = {ENGINE}\n"
+        f"MODULE_PATH = {module}\ninit = 0\n")
+    return path
