@@ -68,12 +68,16 @@ class CA:
 ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"  # libp11's engine (libengine-pkcs11-openssl)
 
 
-def engine_config(path, module):
-    """An openssl.cnf that loads libp11's pkcs11 engine with `module` (for OPENSSL_CONF)."""
+def engine_config(path, module, init=False):
+    """An openssl.cnf that loads libp11's pkcs11 engine with `module` (for OPENSSL_CONF).
+
+    `init`: initialise the engine when OpenSSL reads its configuration, for
+    programs that load `engine:` keys without ENGINE_init (nginx).
+    """
     path.write_text(
         "openssl_conf = openssl_init\n\n"
         "[openssl_init]\nengines = engine_section\n\n"
         "[engine_section]\npkcs11 = pkcs11_section\n\n"
         f"[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = {ENGINE}\n"
-        f"MODULE_PATH = {module}\ninit = 0\n")
+        f"MODULE_PATH = {module}\ninit = {int(init)}\n")
     return path
