@@ -65,6 +65,16 @@ class OpenSSH:
         """authorized_keys holds exactly these keys: a login proves which key signed."""
         self.authorized.write_text("".join(openssh_public(self.key(k)) + "\n" for k in kinds))
 
+    def identity(self, kind):
+        """-i <public key> with IdentitiesOnly: ssh offers only that one of the token's (or agent's) keys.
+
+        Without it ssh offers every key of the token in turn, and sshd's
+        MaxAuthTries (6) ends the connection on a token holding many keys.
+        """
+        path = self.dir / f"{kind}.pub"
+        path.write_text(openssh_public(self.key(kind)) + "\n")
+        return ["-o", "IdentitiesOnly=yes", "-i", str(path)]
+
     def start_sshd(self):
         host_key = self.dir / "ssh_host_ed25519_key"
         self.token.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
@@ -121,7 +131,7 @@ def test_keygen_lists_keys(openssh):
 def test_ssh_login(openssh, kind):
     """ssh -I logs in to a loopback sshd with the token key (authorized_keys holds only that key)"""
     openssh.authorize(kind)
-    report = openssh.login("-I", openssh.token.module.path, "-v")
+    report = openssh.login("-I", openssh.token.module.path, *openssh.identity(kind), "-v")
     assert re.search(rf"Server accepts key: .*{KEY_TYPE[kind]}", report), report
 
 
@@ -154,7 +164,7 @@ def test_agent(openssh):
         with serve("ssh-agent", ["ssh-agent", "-D", "-a", socket_path], openssh.env, openssh.dir) as agent:
             agent.wait_for(r"SSH_AUTH_SOCK=")
             env = dict(openssh.env, SSH_AUTH_SOCK=str(socket_path))
-            if not token.module.control:
+            if not token.module.control and not MODULES[0].path.startswith(("/usr/lib", "/usr/local/lib")):
                 # the package's own path (a venv's site-packages) is outside the allowlist
                 refused = token.run(["ssh-add", "-s", MODULES[0].path], env=env, check=False)
                 assert refused.returncode != 0 and "agent refused operation" in refused.stderr, \
@@ -164,7 +174,8 @@ def test_agent(openssh):
             for kind in KEYS:
                 assert openssh_public(openssh.key(kind)) in listed, listed
                 openssh.authorize(kind)
-                report = openssh.login("-v", "-o", "IdentityAgent=" + str(socket_path), env=env)
+                report = openssh.login("-v", "-o", "IdentityAgent=" + str(socket_path), *openssh.identity(kind),
+                                       env=env)
                 assert re.search(rf"Server accepts key: .*{KEY_TYPE[kind]}.* agent", report), report
             token.run(["ssh-add", "-e", module], env=env)
             empty = token.run(["ssh-add", "-L"], env=env, check=False)
@@ -186,7 +197,7 @@ def test_p11kit_proxy(openssh):
         for kind in KEYS:
             assert openssh_public(openssh.key(kind)) in listed, out
         openssh.authorize("p256")
-        report = openssh.login("-I", PROXY, "-v", prefix=prefix)
+        report = openssh.login("-I", PROXY, *openssh.identity("p256"), "-v", prefix=prefix)
         assert re.search(r"Server accepts key: .*ECDSA", report), report
     finally:
         p11kit.unregister(name, environ=token.env)
