@@ -78,8 +78,8 @@ def _write_atomically(path, data, mode):
         raise
 
 
-def _make_dirs(directory):
-    """Create `directory` and its missing parents; returns those created, outermost first."""
+def _make_dirs(directory, created):
+    """Create `directory` and its missing parents, appending each to `created` (outermost first)."""
     missing = []
     for path in [directory, *directory.parents]:
         if path.exists():
@@ -87,8 +87,8 @@ def _make_dirs(directory):
         missing.append(path)
     for path in reversed(missing):
         path.mkdir(mode=0o755)
+        created.append(str(path))
         path.chmod(0o755)  # whatever the umask: every user's programs load the library
-    return [str(p) for p in reversed(missing)]
 
 
 def install(source, prefix=DEFAULT_PREFIX, register_p11kit=False):
@@ -104,24 +104,27 @@ def install(source, prefix=DEFAULT_PREFIX, register_p11kit=False):
     manifest = manifest or {"written_by": WRITTEN_BY, "files": [], "directories": []}
     created = []
     try:
-        created = _make_dirs(target.parent)
+        _make_dirs(target.parent, created)
         _write_atomically(target, data, 0o755)
     except OSError as exc:
         for path in reversed(created):
             os.rmdir(path)
         hint = " (a system prefix needs root)" if isinstance(exc, PermissionError) else ""
         raise InstallError(f"cannot write {target}: {exc.strerror}{hint}") from None
-    files = [str(target)]
+    manifest.update(version=__version__, source=str(source), sha256=hashlib.sha256(data).hexdigest())
+    manifest["directories"] = list(dict.fromkeys(manifest["directories"] + created))
+    _record(prefix, manifest, target)  # before registering: a failure there leaves the copy removable
     if register_p11kit:
         try:
-            files.append(str(p11kit.register(target, system=True)))
+            _record(prefix, manifest, p11kit.register(target, system=True))
         except p11kit.RegisterError as exc:
             raise InstallError(f"{target} installed, but not registered with p11-kit: {exc}") from None
-    manifest.update(version=__version__, source=str(source), sha256=hashlib.sha256(data).hexdigest())
-    manifest["files"] = list(dict.fromkeys(manifest["files"] + files))
-    manifest["directories"] = list(dict.fromkeys(manifest["directories"] + created))
-    _write_atomically(manifest_file(prefix), (json.dumps(manifest, indent=1) + "\n").encode(), 0o644)
     return target
+
+
+def _record(prefix, manifest, written):
+    manifest["files"] = list(dict.fromkeys(manifest["files"] + [str(written)]))
+    _write_atomically(manifest_file(prefix), (json.dumps(manifest, indent=1) + "\n").encode(), 0o644)
 
 
 def uninstall(prefix=DEFAULT_PREFIX):

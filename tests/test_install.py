@@ -120,6 +120,19 @@ def test_p11kit_registration(tmp_path, monkeypatch):
     assert not module_file.exists() and not prefix.exists()
 
 
+def test_p11kit_refusal_leaves_the_copy_removable(tmp_path, monkeypatch):
+    """a p11-kit file of someone else's is not overwritten; the copy is installed and uninstall removes it"""
+    monkeypatch.setattr(p11kit, "SYSTEM_DIR", tmp_path / "modules")
+    p11kit.SYSTEM_DIR.mkdir()
+    (p11kit.SYSTEM_DIR / "ptkhsm.module").write_text("module: /elsewhere.so\n")
+    prefix = tmp_path / "prefix"
+    with pytest.raises(install.InstallError, match="not registered with p11-kit"):
+        install.install(MODULE, prefix, register_p11kit=True)
+    install.uninstall(prefix)
+    assert not prefix.exists()
+    assert (p11kit.SYSTEM_DIR / "ptkhsm.module").read_text() == "module: /elsewhere.so\n"
+
+
 def test_p11kit_file_rewritten_since_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(p11kit, "SYSTEM_DIR", tmp_path / "modules")
     prefix = tmp_path / "prefix"
