@@ -25,6 +25,9 @@ control, SoftHSMv2, each in a fresh token directory. `fail: …` cells are
 documented differences and `not-supported: …` cells mechanisms the module
 does not offer; [conformance.md](conformance.md) explains both.
 `conformance/test_matrix.py` fails when this file no longer matches a run.
+The application rows (OpenSSH, OpenVPN, curl, nginx) run the real programs
+against loopback servers their runners start and stop; the recipes are in
+[applications.md](applications.md).
 """
 
 

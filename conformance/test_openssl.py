@@ -7,6 +7,7 @@ Keys are made with pkcs11-tool.
 """
 
 import os
+import re
 import select
 import subprocess
 import time
@@ -134,17 +135,24 @@ def test_req_x509(openssl, kind):
 
 
 def _wait_for_accept(server, deadline):
-    """The port s_server listens on, from its `ACCEPT 127.0.0.1:<port>` line."""
+    """The port s_server listens on, from its `ACCEPT 127.0.0.1:<port>` line.
+
+    Reads the pipe unbuffered (os.read): a buffered readline can take the
+    ACCEPT line into its buffer with the line before it, where select() no
+    longer sees it (a failure only under load).
+    """
     seen = ""
+    fd = server.stdout.fileno()
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([server.stdout], [], [], 0.2)
+        accept = re.search(r"^ACCEPT .*:(\d+)$", seen, re.M)
+        if accept:
+            return int(accept.group(1)), seen
+        ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
-            line = server.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 4096)
+            if not chunk:
                 break
-            seen += line
-            if line.startswith("ACCEPT"):
-                return int(line.rsplit(":", 1)[1]), seen
+            seen += chunk.decode(errors="replace")
         elif server.poll() is not None:
             break
     return None, seen

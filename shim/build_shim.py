@@ -192,7 +192,8 @@ def _start():
     # one this library was built with, whatever else is on sys.path.
     import site
     here = os.path.dirname(os.path.dirname(ffi.string(lib.ptkhsm_shim_path()).decode()))
-    if here not in sys.path:
+    # an installed copy (ptkhsm install: <prefix>/lib/ptkhsm/) has no package beside it
+    if os.path.isfile(os.path.join(here, "ptkhsm", "__init__.py")) and here not in sys.path:
         sys.path.insert(0, here)
     for position, path in enumerate(ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep), 1):
         if path and path not in sys.path:

@@ -13,7 +13,7 @@ def attach(ffi, lib, names):
     shim_version = ffi.string(lib.ptkhsm_shim_version()).decode()
     if shim_version != __version__:
         raise ImportError(f"libptkhsm.so {shim_version} does not match the ptkhsm package {__version__}: "
-                          f"reinstall ptkhsm")
+                          f"reinstall ptkhsm (and run `ptkhsm install` again for an installed copy)")
     from . import functions
     missing = set(names) - functions.IMPLEMENTED
     extra = functions.IMPLEMENTED - set(names)
