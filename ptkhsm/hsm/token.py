@@ -37,7 +37,7 @@ class Token:
         self.login = None        # None, CKU_USER or CKU_SO
         self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
-        self._handle_of = {}     # uid -> handle, kept while the process lives
+        self._handle_of = {}     # uid -> handle, kept while the object is in the store
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
@@ -176,6 +176,12 @@ class Token:
                 obj.replace_attrs(attrs)
         for obj in [o for o in self._by_uid.values() if o.is_private == private and o.uid not in present]:
             self._drop(obj)
+            self._handle_of.pop(obj.uid, None)
+        if self.login == USER:
+            # Every stored object is loaded now: a handle kept for an object not loaded
+            # (a private one dropped at logout) belongs to one deleted meanwhile.
+            for uid in [uid for uid in self._handle_of if uid not in self._by_uid]:
+                del self._handle_of[uid]
 
     def _new_obj(self, attrs, uid):
         # A token object keeps its handle across logout/login and reloads.
@@ -232,3 +238,4 @@ class Token:
     def store_delete(self, obj):
         self.store.delete(obj.uid)
         self._drop(obj)
+        self._handle_of.pop(obj.uid, None)
