@@ -38,7 +38,7 @@ def _pad(text, size):
 class HSM:
     def __init__(self, config):
         self.config = config
-        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"))
+        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"), config.get("ET_PTKC_SW_STORAGE_KEYFILE"))
         self.serial = config.get("ET_PTKC_SW_SERIAL")
         pins = PinPolicy(config.get("ET_PTKC_SW_MIN_PIN"), config.get("ET_PTKC_SW_MAX_PIN"),
                          config.get("ET_PTKC_SW_MAX_LOGIN_FAILURES"),

@@ -209,14 +209,16 @@ class Token:
             if self._data_key is None:
                 raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private object without login")
             return sealing.seal(self._data_key, plain, b"ptkhsm-object")
-        return plain
+        return sealing.seal_public(self.store.storage_key, plain)
 
     def _decode(self, blob, private, uid):
-        if private:
-            try:
+        try:
+            if private:
                 blob = sealing.unseal(self._data_key, blob, b"ptkhsm-object")
-            except sealing.WrongKey:
-                raise CKRError(C.CKR_DEVICE_ERROR, f"stored private object {uid} fails its integrity check") from None
+            else:
+                blob = sealing.unseal_public(self.store.storage_key, blob)
+        except sealing.WrongKey:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"stored object {uid} fails its integrity check") from None
         try:
             return dict(schema.decode_template(blob))
         except ValueError:

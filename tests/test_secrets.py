@@ -1,0 +1,74 @@
+"""Secrets at rest and in logs (docs/security.md): PINs and key values that a run
+through the real .so used, succeeding and failing on purpose
+(tests/reliability/secrets_child.py), are in no file of the data directory — the
+open database's -wal and -shm included — and in no log line or error text the
+module wrote at DEBUG. A key value counts as found if any 8 of its bytes in a
+row are, raw or hex, in any case."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import MODULE, ROOT, SO_PIN
+
+WINDOW = 8
+
+
+def _forms(value):
+    """The ways a secret can appear: its bytes, and for text also hex and Python's repr."""
+    if isinstance(value, str):
+        return [value.encode()]
+    forms = []
+    for start in range(0, max(1, len(value) - WINDOW + 1)):
+        window = value[start:start + WINDOW]
+        forms += [window, window.hex().encode(), window.hex().upper().encode(),
+                  repr(window)[2:-1].encode()]
+    return forms
+
+
+def _run(tmp_path):
+    datapath = tmp_path / "data"
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(datapath), PTKHSM_LOG_LEVEL="DEBUG")
+    logs = []
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "0"]
+    for args in (["--init-token", "--label", "secrets", "--so-pin", SO_PIN],
+                 ["--init-pin", "--login", "--so-pin", SO_PIN, "--pin", "us3r-pin-1"]):
+        done = subprocess.run(tool + args, capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        logs.append(done.stdout + done.stderr)
+    child = subprocess.run([sys.executable, str(ROOT / "tests" / "reliability" / "secrets_child.py"),
+                            MODULE, str(snapshot)], capture_output=True, env=env, timeout=300)
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    used = json.loads(child.stdout.decode().splitlines()[-1])
+    logs.append(child.stderr)
+    pins = used["pins"] + [SO_PIN]
+    secrets = {name: bytes.fromhex(value) for name, value in used["secrets"].items()}
+    return datapath, snapshot, b"\n".join(logs), pins, secrets
+
+
+def test_no_secret_at_rest_in_logs_or_errors(tmp_path):
+    datapath, snapshot, logs, pins, secrets = _run(tmp_path)
+    assert b"DEBUG: C_Login: CKR_PIN_INCORRECT" in logs  # DEBUG was on: reasons were logged
+    files = sorted(p for d in (datapath, snapshot) for p in d.iterdir())
+    names = {p.name for p in files}
+    assert {"ptkhsm.db", "ptkhsm.db-wal", "storage.key"} <= names, names  # the WAL was caught open
+    needles = [(name, form) for name, value in secrets.items() for form in _forms(value)]
+    needles += [(f"PIN {pin}", form) for pin in pins for form in _forms(pin)]
+    for path in files:
+        data = path.read_bytes()
+        for name, form in needles:
+            assert form not in data, f"{name} found in {path.name}"
+    for name, form in needles:
+        assert form not in logs, f"{name} found in the module's log"
+
+
+def test_data_directory_and_files_private(tmp_path):
+    datapath, _, _, _, _ = _run(tmp_path)
+    assert stat.S_IMODE(datapath.stat().st_mode) == 0o700
+    for path in datapath.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
