@@ -230,6 +230,8 @@ class HSM:
             if attrs.get(C.CKA_TRUSTED) and token.login != C.CKU_SO:
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "only the SO sets CKA_TRUSTED")
         with self._lock:
+            if self.sessions.get(session.handle) is not session:  # closed by another thread meanwhile
+                raise CKRError(C.CKR_SESSION_CLOSED, f"session {session.handle} closed during the call")
             token.ensure_loaded()
             persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
             stored = iter(token.store_new(persistent)) if persistent else iter(())
