@@ -5,3 +5,11 @@ SOAK_SECONDS ?= 1200
 .PHONY: soak
 soak: install
 	PTKHSM_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_soak.py
+
+#   make fuzz   FUZZ_CALLS (default 1,000,000) random ABI calls from 4 threads, plus every seed of
+#               tests/fuzz/seeds.txt (FUZZ_SEED picks the new run's seed)
+FUZZ_CALLS ?= 1000000
+.PHONY: fuzz
+fuzz: install
+	PTKHSM_FUZZ_CALLS=$(FUZZ_CALLS) PTKHSM_FUZZ_ALL_SEEDS=1 $(if $(FUZZ_SEED),PTKHSM_FUZZ_SEED=$(FUZZ_SEED)) \
+	  $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
