@@ -13,3 +13,13 @@ FUZZ_CALLS ?= 1000000
 fuzz: install
 	PTKHSM_FUZZ_CALLS=$(FUZZ_CALLS) PTKHSM_FUZZ_ALL_SEEDS=1 $(if $(FUZZ_SEED),PTKHSM_FUZZ_SEED=$(FUZZ_SEED)) \
 	  $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
+
+#   make crash      CRASH_ROUNDS (default 2000) kill -9 points
+#   make multiproc  MULTIPROC_SECONDS (default 300) of 4 writers and a reader
+CRASH_ROUNDS ?= 2000
+MULTIPROC_SECONDS ?= 300
+.PHONY: crash multiproc
+crash: install
+	PTKHSM_CRASH_ROUNDS=$(CRASH_ROUNDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_crash_safety.py
+multiproc: install
+	PTKHSM_MULTIPROC_SECONDS=$(MULTIPROC_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_multiprocess.py
