@@ -75,7 +75,8 @@ def create_key(path, key):
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(descriptor, key)
+            if os.write(descriptor, key) != len(key):
+                raise OSError(28, "short write (disk full?)")
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
