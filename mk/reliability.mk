@@ -23,3 +23,9 @@ crash: install
 	PTKHSM_CRASH_ROUNDS=$(CRASH_ROUNDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_crash_safety.py
 multiproc: install
 	PTKHSM_MULTIPROC_SECONDS=$(MULTIPROC_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_multiprocess.py
+
+#   make valgrind   the module under memcheck, driven by the fuzzer (docs/security.md)
+APT_PACKAGES += valgrind
+.PHONY: valgrind
+valgrind: install
+	PTKHSM_VALGRIND=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_valgrind.py
