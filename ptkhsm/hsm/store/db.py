@@ -2,9 +2,10 @@
 
 Rows are opaque to this module: the token layer hands it sealed blobs (private
 objects under the token's data key, public ones under `storage_key`, which the
-store loads from its key file and checks against the database on open). Every change is one transaction, committed
-(synchronous=FULL) before the call returns. sqlite and OS errors become
-CKR_DEVICE_ERROR / CKR_DEVICE_MEMORY here, with the reason.
+store loads from its key file and checks against the database on open). Every
+change is one transaction, committed (synchronous=FULL) before the call
+returns. sqlite and OS errors become CKR_DEVICE_ERROR / CKR_DEVICE_MEMORY here,
+with the reason; the files' modes and owner are checked by store/files.py.
 """
 
 import contextlib
