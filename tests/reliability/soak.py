@@ -15,6 +15,7 @@ with pkcs11-tool).
 """
 
 import argparse
+import array
 import ctypes
 import gc
 import json
@@ -92,14 +93,21 @@ class Soak:
         start = time.monotonic()
         for worker in workers:
             worker.start()
-        samples = []
+        # room for every sample made beforehand: a growing list would be the slope it measures
+        room = int((seconds - warmup) / 0.25) + 8
+        taken = array.array("q", bytes(8 * 3 * room))
+        count = 0
         while time.monotonic() - start < seconds and not self.stop.is_set():
             time.sleep(0.25)
             if time.monotonic() - start >= warmup:
-                if top and not samples:
+                if top and not count:
                     self.snapshot = tracemalloc.take_snapshot()
                 gc.collect()  # garbage waiting for the collector is not a leak
-                samples.append((self.rounds, tracemalloc.get_traced_memory()[0], rss()))
+                if count < room:
+                    base = 3 * count
+                    taken[base], taken[base + 1], taken[base + 2] = (
+                        self.rounds, tracemalloc.get_traced_memory()[0], rss())
+                    count += 1
         self.stop.set()
         for worker in workers:
             worker.join(60)
@@ -107,6 +115,7 @@ class Soak:
             grown = tracemalloc.take_snapshot().compare_to(self.snapshot, "traceback")[:top]
             for stat in grown:
                 print(stat.size_diff, stat.count_diff, *stat.traceback.format()[-8:], sep="\n  ", file=sys.stderr)
+        samples = [tuple(taken[3 * i:3 * i + 3]) for i in range(count)]
         return samples, time.monotonic() - start
 
 
