@@ -72,3 +72,33 @@ def test_data_directory_and_files_private(tmp_path):
     assert stat.S_IMODE(datapath.stat().st_mode) == 0o700
     for path in datapath.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
+    """The ABI fuzzer's calls at DEBUG (thousands of failures of every kind, each logged
+    with its reason): neither PIN nor the value of its AES keys is in the output."""
+    binary = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
+                    str(ROOT / "tests" / "fuzz" / "fuzz.c"), "-ldl", "-lpthread"], check=True)
+    user_pin, so_pin = "fz-user-pin-77", "fz-so-pin-88"
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(tmp_path / "data"), PTKHSM_LOG_LEVEL="DEBUG",
+               ET_PTKC_SW_MAX_LOGIN_FAILURES="1000")
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "0"]
+    subprocess.run(tool + ["--init-token", "--label", "fz", "--so-pin", so_pin], check=True, capture_output=True,
+                   env=env)
+    subprocess.run(tool + ["--init-pin", "--login", "--so-pin", so_pin, "--pin", user_pin], check=True,
+                   capture_output=True, env=env)
+    run = subprocess.run([str(binary), MODULE, "21", "20000", "2", user_pin, so_pin], capture_output=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    logs = run.stdout + run.stderr
+    assert logs.count(b"DEBUG: C_") > 1000, "the failures were logged"
+    aes_value = bytes(range(1, 18)) + bytes(15)  # tests/fuzz/fuzz.c setup(): CK_BYTE value[32]
+    needles = [(f"PIN {pin}", form) for pin in (user_pin, so_pin) for form in _forms(pin)]
+    needles += [("the AES key", form) for form in _forms(aes_value[:17])]
+    for name, form in needles:
+        assert form not in logs, f"{name} found in the module's log"
+    for path in (tmp_path / "data").iterdir():
+        data = path.read_bytes()
+        for name, form in needles:
+            assert form not in data, f"{name} found in {path.name}"
