@@ -57,6 +57,9 @@ class Item:
 ITEMS = {item.name: item for item in [
     Item("ET_PTKC_SW_DATAPATH", _home_cryptoki, _path,
          "data directory of the HSM (token store), created mode 0700"),
+    Item("ET_PTKC_SW_STORAGE_KEYFILE", None, _path,
+         "file of the storage key sealing public objects, created 0600 (default: storage.key "
+         "in the data directory; put it elsewhere to keep it out of the data directory's backups)"),
     Item("ET_PTKC_SW_USER_SLOTS", 2, _int_range(1, 32),
          "number of user token slots before the Admin Token"),
     Item("ET_PTKC_SW_SERIAL", "PTK0000001", lambda n, t: t.strip() or _fail(n, t, "empty serial"),

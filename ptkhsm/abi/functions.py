@@ -85,8 +85,9 @@ def C_Initialize(pInitArgs):
             logger.error("configuration: %s", exc)
             raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None
         except CKRError as exc:
+            # e.g. the store refused (docs/security.md); C_Initialize's codes have no device error
             logger.error("cannot start the HSM: %s", exc)
-            raise
+            raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None
     return OK
 
 

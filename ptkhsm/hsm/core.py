@@ -38,7 +38,7 @@ def _pad(text, size):
 class HSM:
     def __init__(self, config):
         self.config = config
-        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"))
+        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"), config.get("ET_PTKC_SW_STORAGE_KEYFILE"))
         self.serial = config.get("ET_PTKC_SW_SERIAL")
         pins = PinPolicy(config.get("ET_PTKC_SW_MIN_PIN"), config.get("ET_PTKC_SW_MAX_PIN"),
                          config.get("ET_PTKC_SW_MAX_LOGIN_FAILURES"),
@@ -219,6 +219,8 @@ class HSM:
             access.check_write(session, token, attrs[C.CKA_TOKEN], attrs[C.CKA_PRIVATE])
             policy.check_so_only(attrs, access.is_so(token))
         with self._lock:
+            if self.sessions.get(session.handle) is not session:  # closed by another thread meanwhile
+                raise CKRError(C.CKR_SESSION_CLOSED, f"session {session.handle} closed during the call")
             token.ensure_loaded()
             persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
             stored = iter(token.store_new(persistent)) if persistent else iter(())

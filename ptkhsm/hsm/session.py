@@ -13,6 +13,7 @@ with CKR_OPERATION_NOT_INITIALIZED: no multi-part operation is active.
 """
 
 import contextlib
+import threading
 
 from .. import constants as C
 from ..errors import CKRError
@@ -32,13 +33,17 @@ class Active:
     def __init__(self, op, key=None):
         self.op = op
         self.mode = None  # SINGLE or MULTI once the first call after init says which
-        self.pending = None  # (input, output) held back by a length query
+        self.pending = None  # (step, input, output) held back by a length query
         self.key = key
         self.needs_context_login = key is not None and bool(key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
 
 
 class Session:
-    __slots__ = ("handle", "slot_id", "rw", "ops", "objects")
+    """A session. `lock` serialises the steps of its operations: an application may
+    call one session from several threads at once (tests/fuzz found C_Digest and
+    C_DigestUpdate racing on one hash context), and no crypto context is thread-safe."""
+
+    __slots__ = ("handle", "slot_id", "rw", "ops", "objects", "lock")
 
     def __init__(self, handle, slot_id, rw):
         self.handle = handle
@@ -46,6 +51,7 @@ class Session:
         self.rw = rw
         self.ops = {}
         self.objects = set()  # handles of the session objects it owns
+        self.lock = threading.Lock()
 
     def idle(self, kind):
         """The one check of CKR_OPERATION_ACTIVE: an Init while an operation of `kind` runs
@@ -54,8 +60,9 @@ class Session:
             raise CKRError(C.CKR_OPERATION_ACTIVE, f"a {kind} operation is active")
 
     def begin(self, kind, op, key=None):
-        self.idle(kind)
-        self.ops[kind] = Active(op, key)
+        with self.lock:
+            self.idle(kind)
+            self.ops[kind] = Active(op, key)
 
     def active(self, kind, mode=None):
         """The operation of `kind`, about to take a `mode` call (None: a final step)."""
@@ -95,32 +102,45 @@ class Session:
         returned in every case; the ABI decides what to copy. ONESHOT and FINAL end
         the operation once their output is delivered.
         """
-        state = self.active(kind, _MODE[step])
-        if state.pending is not None and state.pending[0] == data:
-            result = state.pending[1]
-        else:
-            try:
-                result = state.op.final() if step is FINAL else getattr(state.op, step)(data)
-            except BaseException:
+        with self.lock:
+            state = self.active(kind, _MODE[step])
+            if state.pending is not None:
+                result = self._repeated(kind, state, step, data)
+            else:
+                try:
+                    result = state.op.final() if step is FINAL else getattr(state.op, step)(data)
+                except BaseException:
+                    self.ops.pop(kind, None)
+                    raise
+            if out_len is None or len(result) > out_len:
+                state.pending = (step, data, result)
+            elif step is not UPDATE:
                 self.ops.pop(kind, None)
-                raise
-        if out_len is None or len(result) > out_len:
-            state.pending = (data, result)
-        elif step is not UPDATE:
+            else:
+                state.pending = None
+            return result
+
+    def _repeated(self, kind, state, step, data):
+        """After a length query only the same call may follow: the primitive has
+        consumed its input (or finished) already. -> the result kept for it."""
+        if state.pending[:2] != (step, data):
             self.ops.pop(kind, None)
-        else:
-            state.pending = None
-        return result
+            raise CKRError(C.CKR_ARGUMENTS_BAD, f"{kind}: after a length query, the same call with "
+                           f"the same input must follow")
+        return state.pending[2]
 
     def consume(self, kind, step, *args):
         """Run an operation step that has no output: an UPDATE, a single-part C_Verify
         (ONESHOT) or a FINAL step; all but updates end the operation."""
-        state = self.active(kind, _MODE[step])
-        try:
-            result = getattr(state.op, step)(*args)
-        except BaseException:
-            self.ops.pop(kind, None)
-            raise
-        if step is not UPDATE:
-            self.ops.pop(kind, None)
-        return result
+        with self.lock:
+            state = self.active(kind, _MODE[step])
+            if state.pending is not None:
+                self._repeated(kind, state, step, None)
+            try:
+                result = getattr(state.op, step)(*args)
+            except BaseException:
+                self.ops.pop(kind, None)
+                raise
+            if step is not UPDATE:
+                self.ops.pop(kind, None)
+            return result

@@ -37,7 +37,7 @@ class Token:
         self.login = None        # None, CKU_USER or CKU_SO
         self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
-        self._handle_of = {}     # uid -> handle, kept while the process lives
+        self._handle_of = {}     # uid -> handle, kept while the object is in the store
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
@@ -176,6 +176,12 @@ class Token:
                 obj.replace_attrs(attrs)
         for obj in [o for o in self._by_uid.values() if o.is_private == private and o.uid not in present]:
             self._drop(obj)
+            self._handle_of.pop(obj.uid, None)
+        if self.login == USER:
+            # Every stored object is loaded now: a handle kept for an object not loaded
+            # (a private one dropped at logout) belongs to one deleted meanwhile.
+            for uid in [uid for uid in self._handle_of if uid not in self._by_uid]:
+                del self._handle_of[uid]
 
     def _new_obj(self, attrs, uid):
         # A token object keeps its handle across logout/login and reloads.
@@ -203,14 +209,16 @@ class Token:
             if self._data_key is None:
                 raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private object without login")
             return sealing.seal(self._data_key, plain, b"ptkhsm-object")
-        return plain
+        return sealing.seal_public(self.store.storage_key, plain)
 
     def _decode(self, blob, private, uid):
-        if private:
-            try:
+        try:
+            if private:
                 blob = sealing.unseal(self._data_key, blob, b"ptkhsm-object")
-            except sealing.WrongKey:
-                raise CKRError(C.CKR_DEVICE_ERROR, f"stored private object {uid} fails its integrity check") from None
+            else:
+                blob = sealing.unseal_public(self.store.storage_key, blob)
+        except sealing.WrongKey:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"stored object {uid} fails its integrity check") from None
         try:
             return dict(schema.decode_template(blob))
         except ValueError:
@@ -232,3 +240,4 @@ class Token:
     def store_delete(self, obj):
         self.store.delete(obj.uid)
         self._drop(obj)
+        self._handle_of.pop(obj.uid, None)

@@ -1,9 +1,11 @@
 """The HSM's persistent store: one sqlite database per data directory.
 
-Rows are opaque to this module: the token layer hands it encoded (and, for
-private objects, sealed) blobs. Every change is one transaction, committed
-(synchronous=FULL) before the call returns. sqlite and OS errors become
-CKR_DEVICE_ERROR / CKR_DEVICE_MEMORY here, with the reason.
+Rows are opaque to this module: the token layer hands it sealed blobs (private
+objects under the token's data key, public ones under `storage_key`, which the
+store loads from its key file and checks against the database on open). Every
+change is one transaction, committed (synchronous=FULL) before the call
+returns. sqlite and OS errors become CKR_DEVICE_ERROR / CKR_DEVICE_MEMORY here,
+with the reason; the files' modes and owner are checked by store/files.py.
 """
 
 import contextlib
@@ -13,8 +15,11 @@ import threading
 
 from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
 from ...errors import CKRError
+from . import files, sealing
 
-SCHEMA_VERSION = 1
+# 1: public objects in clear (upgraded on open: sealed under the storage key); 2: all sealed
+SCHEMA_VERSION = 2
+STORAGE_KEY_FILE = "storage.key"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,29 +62,80 @@ def _device_errors(what):
 
 
 class Store:
-    def __init__(self, datapath):
+    def __init__(self, datapath, key_path=None):
         self.path = os.path.join(datapath, "ptkhsm.db")
+        self.key_path = key_path or os.path.join(datapath, STORAGE_KEY_FILE)
         self._lock = threading.RLock()
+        files.private_dir(datapath)
+        for path in (self.path, f"{self.path}-wal", f"{self.path}-shm"):
+            files.check_private_file(path)
+        self.storage_key = None
         with _device_errors(f"open {self.path}"):
-            os.makedirs(datapath, mode=0o700, exist_ok=True)
             old_umask = os.umask(0o077)
             try:
                 self._db = sqlite3.connect(self.path, check_same_thread=False,
                                            isolation_level=None, timeout=30)
             finally:
                 os.umask(old_umask)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            with self._transaction():
-                for statement in _DDL.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
-                    self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif row[0] != str(SCHEMA_VERSION):
-                    raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0]}, "
-                                   f"this ptkhsm reads {SCHEMA_VERSION}")
+            try:
+                self._open()
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _open(self):
+        """Set the connection up; create, upgrade or check the schema and the storage key."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")  # freed cells are zeroed, not left to read
+        with self._transaction():  # one process at a time: the first one makes the key file
+            self.storage_key = files.read_key(self.key_path)
+            for statement in _DDL.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                self._adopt_storage_key()
+            elif row[0] == "1":
+                self._adopt_storage_key()
+                self._seal_clear_public_objects()
+            elif row[0] == str(SCHEMA_VERSION):
+                self._check_storage_key()
+            else:
+                raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0]}, "
+                               f"this ptkhsm reads {SCHEMA_VERSION}")
+        if row is not None and row[0] == "1":
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear pages leave the WAL too
+
+    def _adopt_storage_key(self):
+        """A store without one gets the key file's key (made now if there is none)."""
+        if self.storage_key is None:
+            self.storage_key = files.create_key(self.key_path, sealing.new_storage_key())
+        self._check_key_size()
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('storage_check', ?)",
+                         (sealing.storage_check(self.storage_key).hex(),))
+
+    def _check_storage_key(self):
+        if self.storage_key is None:
+            raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: its storage key file {self.key_path} "
+                           f"is missing: the public objects cannot be read without it (restore it)")
+        self._check_key_size()
+        check = self._db.execute("SELECT value FROM meta WHERE key='storage_check'").fetchone()
+        if check is None or not sealing.is_storage_key(self.storage_key, bytes.fromhex(check[0])):
+            raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: the storage key file {self.key_path} "
+                           f"is not this store's")
+
+    def _check_key_size(self):
+        if len(self.storage_key) != sealing.STORAGE_KEY_SIZE:
+            raise CKRError(CKR_DEVICE_ERROR, f"store: {self.key_path}: {len(self.storage_key)} bytes, "
+                           f"a storage key has {sealing.STORAGE_KEY_SIZE}")
+
+    def _seal_clear_public_objects(self):
+        for uid, blob in self._db.execute("SELECT uid, blob FROM objects WHERE private=0").fetchall():
+            self._db.execute("UPDATE objects SET blob=? WHERE uid=?",
+                             (sealing.seal_public(self.storage_key, blob), uid))
+        self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def _transaction(self):

@@ -1,0 +1,99 @@
+"""The files of a data directory: who may read them, checked on every open.
+
+The data directory is 0700 and every file in it 0600, owned by the user the
+module runs as. A directory others can write to lets them swap our files; a
+file others can read gives them the sealed blobs (and the storage key file,
+the key to the public objects): both are refused with an error naming the
+path and the fix, never silently repaired (docs/security.md).
+"""
+
+import os
+import stat
+
+from ...constants import CKR_DEVICE_ERROR
+from ...errors import CKRError
+
+
+def _refuse(path, why):
+    raise CKRError(CKR_DEVICE_ERROR, f"store: {path}: {why}")
+
+
+def _check_owner(path, info):
+    if info.st_uid != os.geteuid():
+        _refuse(path, f"owned by uid {info.st_uid}, not by this user (uid {os.geteuid()}): "
+                      f"chown it or use another data directory")
+
+
+def private_dir(path):
+    """Create the data directory 0700 if missing; refuse one others can write to or not ours."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError as exc:
+        _refuse(path, f"cannot create or open the data directory: {exc.strerror}")
+    if not stat.S_ISDIR(info.st_mode):
+        _refuse(path, "not a directory")
+    _check_owner(path, info)
+    if info.st_mode & 0o022:
+        _refuse(path, f"data directory is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o}): "
+                      f"chmod 700 it")
+
+
+def check_private_file(path):
+    """A file of the store, if present: ours and 0600 (no access for group or others)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        _refuse(path, f"cannot inspect: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        _refuse(path, "not a regular file")
+    _check_owner(path, info)
+    if info.st_mode & 0o077:
+        _refuse(path, f"readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+                      f"chmod 600 it")
+
+
+def read_key(path):
+    """The bytes of a key file, or None if there is none."""
+    check_private_file(path)
+    try:
+        with open(path, "rb") as key_file:
+            return key_file.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _refuse(path, f"cannot read the key file: {exc.strerror}")
+
+
+def create_key(path, key):
+    """Write a new key file 0600, atomically: a file written beside it, then linked into
+    place (a second process racing us gets the first one's key, complete). -> the key
+    in the file."""
+    temporary = f"{path}.{os.getpid()}.new"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if os.write(descriptor, key) != len(key):
+                raise OSError(28, "short write (disk full?)")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        _refuse(path, f"cannot write the key file: {exc.strerror}")
+    finally:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    return read_key(path)

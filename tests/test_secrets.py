@@ -1,0 +1,104 @@
+"""Secrets at rest and in logs (docs/security.md): PINs and key values that a run
+through the real .so used, succeeding and failing on purpose
+(tests/reliability/secrets_child.py), are in no file of the data directory — the
+open database's -wal and -shm included — and in no log line or error text the
+module wrote at DEBUG. A key value counts as found if any 8 of its bytes in a
+row are, raw or hex, in any case."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import MODULE, ROOT, SO_PIN
+
+WINDOW = 8
+
+
+def _forms(value):
+    """The ways a secret can appear: its bytes, and for text also hex and Python's repr."""
+    if isinstance(value, str):
+        return [value.encode()]
+    forms = []
+    for start in range(0, max(1, len(value) - WINDOW + 1)):
+        window = value[start:start + WINDOW]
+        forms += [window, window.hex().encode(), window.hex().upper().encode(),
+                  repr(window)[2:-1].encode()]
+    return forms
+
+
+def _run(tmp_path):
+    datapath = tmp_path / "data"
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(datapath), PTKHSM_LOG_LEVEL="DEBUG")
+    logs = []
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "0"]
+    for args in (["--init-token", "--label", "secrets", "--so-pin", SO_PIN],
+                 ["--init-pin", "--login", "--so-pin", SO_PIN, "--pin", "us3r-pin-1"]):
+        done = subprocess.run(tool + args, capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        logs.append(done.stdout + done.stderr)
+    child = subprocess.run([sys.executable, str(ROOT / "tests" / "reliability" / "secrets_child.py"),
+                            MODULE, str(snapshot)], capture_output=True, env=env, timeout=300)
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    used = json.loads(child.stdout.decode().splitlines()[-1])
+    logs.append(child.stderr)
+    pins = used["pins"] + [SO_PIN]
+    secrets = {name: bytes.fromhex(value) for name, value in used["secrets"].items()}
+    return datapath, snapshot, b"\n".join(logs), pins, secrets
+
+
+def test_no_secret_at_rest_in_logs_or_errors(tmp_path):
+    datapath, snapshot, logs, pins, secrets = _run(tmp_path)
+    assert b"DEBUG: C_Login: CKR_PIN_INCORRECT" in logs  # DEBUG was on: reasons were logged
+    files = sorted(p for d in (datapath, snapshot) for p in d.iterdir())
+    names = {p.name for p in files}
+    assert {"ptkhsm.db", "ptkhsm.db-wal", "storage.key"} <= names, names  # the WAL was caught open
+    needles = [(name, form) for name, value in secrets.items() for form in _forms(value)]
+    needles += [(f"PIN {pin}", form) for pin in pins for form in _forms(pin)]
+    for path in files:
+        data = path.read_bytes()
+        for name, form in needles:
+            assert form not in data, f"{name} found in {path.name}"
+    for name, form in needles:
+        assert form not in logs, f"{name} found in the module's log"
+
+
+def test_data_directory_and_files_private(tmp_path):
+    datapath, _, _, _, _ = _run(tmp_path)
+    assert stat.S_IMODE(datapath.stat().st_mode) == 0o700
+    for path in datapath.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
+    """The ABI fuzzer's calls at DEBUG (thousands of failures of every kind, each logged
+    with its reason): neither PIN nor the value of its AES keys is in the output."""
+    binary = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
+                    str(ROOT / "tests" / "fuzz" / "fuzz.c"), "-ldl", "-lpthread"], check=True)
+    user_pin, so_pin = "fz-user-pin-77", "fz-so-pin-88"
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(tmp_path / "data"), PTKHSM_LOG_LEVEL="DEBUG",
+               ET_PTKC_SW_MAX_LOGIN_FAILURES="1000")
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "0"]
+    subprocess.run(tool + ["--init-token", "--label", "fz", "--so-pin", so_pin], check=True, capture_output=True,
+                   env=env)
+    subprocess.run(tool + ["--init-pin", "--login", "--so-pin", so_pin, "--pin", user_pin], check=True,
+                   capture_output=True, env=env)
+    run = subprocess.run([str(binary), MODULE, "21", "20000", "2", user_pin, so_pin], capture_output=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    logs = run.stdout + run.stderr
+    assert logs.count(b"DEBUG: C_") > 1000, "the failures were logged"
+    aes_value = bytes(range(1, 18)) + bytes(15)  # tests/fuzz/fuzz.c setup(): CK_BYTE value[32]
+    needles = [(f"PIN {pin}", form) for pin in (user_pin, so_pin) for form in _forms(pin)]
+    needles += [("the AES key", form) for form in _forms(aes_value[:17])]
+    for name, form in needles:
+        assert form not in logs, f"{name} found in the module's log"
+    for path in (tmp_path / "data").iterdir():
+        data = path.read_bytes()
+        for name, form in needles:
+            assert form not in data, f"{name} found in {path.name}"
