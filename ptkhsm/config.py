@@ -69,7 +69,43 @@ ITEMS = {item.name: item for item in [
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
          "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+    Item("ET_HSM_NETCLIENT_SERVERLIST", (), lambda n, t: _server_list(n, t),
+         "servers of `ptkhsm serve` (space-separated host[:port] or /path/of/unix.socket); "
+         "empty: the embedded HSM"),
+    Item("ET_HSM_NETCLIENT_CONNECT_TIMEOUT", 5, _int_range(1, 3600),
+         "seconds to wait for a server to accept a connection and answer the handshake"),
+    Item("ET_HSM_NETCLIENT_REPLY_TIMEOUT", 600, _int_range(0, 86400),
+         "seconds to wait for the reply to a call (0: no limit); then the server counts as lost"),
+    Item("ET_HSM_NETCLIENT_RECONNECT", True, _bool,
+         "after a server is lost, calls without a session (C_OpenSession...) go to the next server"),
+    Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
+         "worker processes of `ptkhsm serve` (0: one per CPU)"),
+    Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, _int_range(0, 0o777),
+         "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
 ]}
+
+NETSERVER_PORT = 12396  # PTK-C's netserver port, the default of host[:port]
+
+
+def _server_list(name, text):
+    """-> (("tcp", host, port) | ("unix", path), ...); PTK-C separates entries by spaces."""
+    servers = []
+    for entry in text.split():
+        if entry.startswith(("/", "unix:")):
+            servers.append(_Address(("unix", entry.removeprefix("unix:"))))
+            continue
+        host, sep, port = entry.rpartition(":") if not entry.endswith("]") else (entry, "", "")
+        if not sep or (":" in host and not host.startswith("[")):  # a bare IPv6 address has colons
+            host, port = entry, str(NETSERVER_PORT)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}: {entry!r}: the port must be a number between 1 and 65535")
+        servers.append(_Address(("tcp", host.strip("[]"), int(port))))
+    return tuple(servers)
+
+
+class _Address(tuple):
+    def __str__(self):
+        return self[1] if self[0] == "unix" else f"{self[1]}:{self[2]}"
 
 
 def _fail(name, text, why):

@@ -4,6 +4,10 @@ Token objects are kept in memory (`objects`, handle -> Obj) and written
 through to the store. Public objects load when the token is first used;
 private ones are unsealed at user login and dropped at logout, so their
 plaintext never outlives the login.
+
+Login state belongs to applications (`core.AppToken`); the token counts the
+applications logged in, keeps its data key unsealed while any is, and its
+private objects loaded while any user is.
 """
 
 from .. import constants as C
@@ -34,7 +38,7 @@ class Token:
         self.handles = handles
         self.is_admin = is_admin
         self.admin_label = admin_label
-        self.login = None        # None, CKU_USER or CKU_SO
+        self._logins = {SO: 0, USER: 0}  # applications logged in as each
         self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
         self._handle_of = {}     # uid -> handle, kept while the process lives
@@ -132,25 +136,26 @@ class Token:
         return data_key
 
     def log_in(self, who, pin):
-        if self.login is not None:
-            raise CKRError(C.CKR_USER_ALREADY_LOGGED_IN if self.login == who
-                           else C.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "already logged in")
+        """One more application logged in as `who` (each gives the PIN)."""
         if who == USER and not self.user_pin_set:
             raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED, "user PIN not initialised")
         self._data_key = self._verify(who, pin)
-        self.login = who
-        if who == USER:
+        self._logins[who] += 1
+        if who == USER and self._logins[USER] == 1:
             self._load(private=True)
 
     def check_pin(self, pin):
         """CKU_CONTEXT_SPECIFIC: the user's PIN again, without changing the login."""
         self._verify(USER, pin)
 
-    def log_out(self):
-        self.login = None
-        self._data_key = None
-        for obj in [o for o in self.objects.values() if o.is_private]:
-            self._drop(obj)
+    def log_out(self, who):
+        """One application logged in as `who` logs out; the last one takes the key along."""
+        self._logins[who] -= 1
+        if not self._logins[USER]:
+            for obj in [o for o in self.objects.values() if o.is_private]:
+                self._drop(obj)
+        if not any(self._logins.values()):
+            self._data_key = None
 
     # -- objects -------------------------------------------------------------
     def ensure_loaded(self):
@@ -160,7 +165,7 @@ class Token:
             self._seen_version = version
             self.reload_row()
             self._load(private=False)
-            if self.login == USER:
+            if self._logins[USER]:
                 self._load(private=True)
 
     def _load(self, private):
