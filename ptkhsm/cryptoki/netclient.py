@@ -88,13 +88,12 @@ class NetClient:
                 del self._sessions[handle]
 
     def finalize(self):
-        channel = self._channel
-        try:
-            if channel.broken is None:
-                channel.call(_CALLS["finalize"], ())
-        finally:
-            channel.close()
-            self._sessions.clear()
+        """C_Finalize: the server ends the application when its connection closes. No
+        reply is awaited: at interpreter exit (python-pkcs11 finalizes from a
+        destructor) the thread that would read it is already gone."""
+        self._channel.send_only(_CALLS["finalize"], ())
+        self._channel.close()
+        self._sessions.clear()
 
     close_everything = finalize
 

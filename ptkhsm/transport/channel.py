@@ -14,6 +14,7 @@ from .. import constants as C
 from .. import wire
 from ..errors import CKRError
 
+_SLICE = 0.5  # seconds between looks at the reader thread while a call waits
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
 
 
@@ -91,14 +92,30 @@ class Channel:
         except OSError as exc:
             self._lose(f"send failed: {exc}")
             raise self.broken from None
-        if not waiter.event.wait(self.reply_timeout):
-            self._lose(f"no reply to {call.name} within {self.reply_timeout} s")
+        waited = 0.0
+        while not waiter.event.wait(_SLICE):
+            waited += _SLICE
+            if not self._reader.is_alive():  # interpreter exit stops daemon threads
+                self._lose("the client library is shutting down")
+                break
+            if self.reply_timeout and waited >= self.reply_timeout:
+                self._lose(f"no reply to {call.name} within {self.reply_timeout} s")
+                break
         if waiter.kind is None:
             raise self.broken
         try:
             return wire.read_reply(waiter.kind, waiter.body, call)[1]
         except wire.ProtocolError as exc:
             raise CKRError(C.CKR_DEVICE_ERROR, f"bad reply from the HSM: {exc}") from None
+
+    def send_only(self, call, args):
+        """A request whose reply nobody waits for (C_Finalize)."""
+        if self.broken is None:
+            try:
+                with self._send:
+                    self.sock.sendall(wire.request(0, call.name, args))
+            except OSError:
+                pass
 
     def _read(self):
         try:
