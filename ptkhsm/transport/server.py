@@ -10,6 +10,7 @@ concurrently. A frame that breaks the protocol closes only its connection,
 with a log line; logs name calls and peers, never arguments.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -173,7 +174,20 @@ class Worker:
                 pass
 
 
-def _worker_main(config, sock, max_frame, ready):
+def _die_with_parent(parent):
+    """A worker never outlives the server (`kill -9` of the server ends its workers):
+    Linux's PR_SET_PDEATHSIG, then a check that the parent did not die before it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _worker_main(config, sock, max_frame, ready, parent):
+    _die_with_parent(parent)
     worker = Worker(config, sock, max_frame)
     os.write(ready, b"1")
     os.close(ready)
@@ -198,13 +212,14 @@ def serve(config, listen=None, unix=None, workers=None, out=sys.stdout):
     previous = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     children = []
     ready_r, ready_w = os.pipe()
+    parent = os.getpid()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             os.close(ready_r)
             for s in previous:
                 signal.signal(s, signal.SIG_DFL)
-            _worker_main(config, sock, wire.MAX_FRAME, ready_w)
+            _worker_main(config, sock, wire.MAX_FRAME, ready_w, parent)
         children.append(pid)
     os.close(ready_w)
     started = 0

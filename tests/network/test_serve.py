@@ -100,3 +100,33 @@ def test_sigterm_stops_cleanly_and_keeps_acknowledged_objects(tmp_path):
         assert app(f"open {USER_PIN}") == "ok"
         assert app("find kept") == "ok 1"
         app.quit()
+
+
+def _dead_port():
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nobody listens there now
+    return port
+
+
+def test_server_list_fails_over_for_initialize_and_new_sessions(tmp_path):
+    """Without HA: C_Initialize takes the first server that answers; the sessions of a
+    lost server answer CKR_DEVICE_REMOVED; new sessions go to the next server."""
+    data = tmp_path / "data"
+    with Server(data, "tcp") as first, Server(data, "unix") as second:
+        env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over")
+        init_token(env, label="fail-over")
+        env["ET_HSM_NETCLIENT_SERVERLIST"] = f"127.0.0.1:{_dead_port()} {first.address} {second.address}"
+        app = App(env)
+        try:
+            assert app(f"open {USER_PIN}") == "ok"
+            assert app("private-object both-see-it") == "ok"
+            first.stop(signal.SIGKILL)
+            assert app("find both-see-it") == "err DeviceRemoved"
+            assert app(f"open {USER_PIN}") == "ok"        # the next server of the list
+            assert app("find both-see-it") == "ok 1"
+        finally:
+            app.proc.kill()
+            app.proc.wait()
