@@ -14,13 +14,38 @@ from ..errors import CKRError
 from ..log import logger
 
 
+def _admin_slot(app):
+    return len(app.tokens) - 1
+
+
+# Calls that change the HSM itself, and when a call is one (args -> bool). Over the
+# network they need the Admin Token's SO logged in on the same connection.
+ADMIN_CALLS = {
+    "init_token": lambda app, args: args[0] == _admin_slot(app),
+}
+
+
+def admin_guard(app, call, args):
+    """Changes to the HSM itself need the Admin Token's SO logged in on this connection.
+    Re-initialising the Admin Token then closes that connection's own sessions on it
+    (C_InitToken needs none open): the PIN given to C_InitToken is checked again."""
+    applies = ADMIN_CALLS.get(call.name)
+    if applies is None or not applies(app, args):
+        return
+    slot = _admin_slot(app)
+    if app.tokens[slot].login != C.CKU_SO:
+        raise CKRError(C.CKR_ACCESS_DENIED,
+                       f"{call.name} changes the HSM: log the Admin Token's SO in on this connection first")
+    app.close_all_sessions(slot)
+
+
 class Handler:
-    def __init__(self, hsm, peer="?", admin_guard=None):
+    def __init__(self, hsm, peer="?", guard=admin_guard):
         self.hsm = hsm
         self.peer = peer
         self.app = None
         self.version = None
-        self.admin_guard = admin_guard
+        self.admin_guard = guard
 
     def handle(self, kind, body):
         """One frame (type, body) -> the reply frame. Raises wire.ProtocolError."""

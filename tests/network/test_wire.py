@@ -180,3 +180,25 @@ def test_frame_fuzz_closes_only_the_sender(tmp_path):
         assert _call(steady, "token_info", (0,)) == info
         steady.close()
         assert "protocol error" in server.stderr() or "closing connection" in server.stderr()
+
+
+def test_admin_token_init_over_the_network_needs_its_so_on_the_connection(tmp_path):
+    env = {"ET_PTKC_SW_DATAPATH": str(tmp_path), "HOME": str(tmp_path), "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000"}
+    hsm = HSM(Config(env))
+    admin, so = 2, b"87654321"
+    local = hsm.application()  # the host's console: the first initialisation
+    local.init_token(admin, so, b" " * 32)
+    local.finalize()
+    handler = Handler(hsm)
+    handler.handle_frame(wire.hello())
+    with pytest.raises(CKRError) as info:
+        _result(handler, "init_token", (admin, so, b" " * 32))
+    assert info.value.rv == C.CKR_ACCESS_DENIED
+    _, s = _result(handler, "open_session", (admin, C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION))
+    _result(handler, "login", (s, C.CKU_SO, so))
+    _result(handler, "init_token", (admin, so, b" " * 32))  # allowed, and its session closed
+    with pytest.raises(CKRError) as info:
+        _result(handler, "session_info", (s,))
+    assert info.value.rv == C.CKR_SESSION_HANDLE_INVALID
+    _result(handler, "init_token", (0, b"12345678", b"user".ljust(32)))  # a user token: no admin needed
+    handler.close()
