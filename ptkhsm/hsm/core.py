@@ -47,10 +47,10 @@ class HSM:
                          config.get("ET_PTKC_SW_PIN_KDF_ITERATIONS"))
         self.handles = Handles()
         user_slots = config.get("ET_PTKC_SW_USER_SLOTS")
-        self.tokens = [Token(i, self.store, pins, self.handles, is_admin=False) for i in range(user_slots)]
-        self.tokens.append(Token(user_slots, self.store, pins, self.handles, is_admin=True,
+        self.tokens = [Token(i, self.store, pins, is_admin=False) for i in range(user_slots)]
+        self.tokens.append(Token(user_slots, self.store, pins, is_admin=True,
                                  admin_label=_pad(f"AdminToken({self.serial})", 32)))
-        self.session_handles = Handles()  # one space for every application: a handle names one session
+        self.session_handles = Handles(1)  # one space for every application: a handle names one session
         self.applications = set()
         self._lock = threading.RLock()
 

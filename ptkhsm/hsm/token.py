@@ -31,17 +31,15 @@ class PinPolicy:
 
 
 class Token:
-    def __init__(self, slot_id, store, pins, handles, is_admin, admin_label=None):
+    def __init__(self, slot_id, store, pins, is_admin, admin_label=None):
         self.slot_id = slot_id
         self.store = store
         self.pins = pins
-        self.handles = handles
         self.is_admin = is_admin
         self.admin_label = admin_label
         self._logins = {SO: 0, USER: 0}  # applications logged in as each
         self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
-        self._handle_of = {}     # uid -> handle, kept while the process lives
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
@@ -183,11 +181,9 @@ class Token:
             self._drop(obj)
 
     def _new_obj(self, attrs, uid):
-        # A token object keeps its handle across logout/login and reloads.
-        handle = self._handle_of.get(uid)
-        if handle is None:
-            handle = self._handle_of[uid] = self.handles.new()
-        return Obj(handle, attrs, self.slot_id, uid=uid)
+        # A token object's handle is its store row (never reused: AUTOINCREMENT), so it
+        # is the same across logout/login, reloads and every server of one store (HA).
+        return Obj(uid, attrs, self.slot_id, uid=uid)
 
     def _add(self, obj):
         self.objects[obj.handle] = obj
@@ -200,7 +196,6 @@ class Token:
     def _forget_objects(self):
         self.objects.clear()
         self._by_uid.clear()
-        self._handle_of.clear()
 
     def _encode(self, attrs):
         plain = schema.encode_template(tuple(attrs.items()))
