@@ -78,11 +78,35 @@ ITEMS = {item.name: item for item in [
          "seconds to wait for the reply to a call (0: no limit); then the server counts as lost"),
     Item("ET_HSM_NETCLIENT_RECONNECT", True, _bool,
          "after a server is lost, calls without a session (C_OpenSession...) go to the next server"),
+    Item("ET_PTKC_GENERAL_LIBRARY_MODE", "NORMAL", lambda n, t: _library_mode(n, t),
+         "NORMAL, or HA: sessions survive the loss of their server (docs/network.md)"),
+    Item("ET_PTKC_HA_RECOVER_DELAY", 1.0, lambda n, t: _minutes(n, t),
+         "HA: minutes before a lost server is tried again (0: never; fractions allowed)"),
+    Item("ET_PTKC_HA_RECOVER_WAIT", False, _bool,
+         "HA: when no server answers, wait (up to the reply time-out) instead of failing at once"),
     Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
          "worker processes of `ptkhsm serve` (0: one per CPU)"),
     Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, _int_range(0, 0o777),
          "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
 ]}
+
+def _library_mode(name, text):
+    # PTK-C falls back to NORMAL on an invalid value; we say so instead (no silent default).
+    mode = text.strip().upper()
+    if mode not in ("NORMAL", "HA"):
+        raise ConfigError(f"{name}={text!r}: use NORMAL or HA (WLD is not supported)")
+    return mode
+
+
+def _minutes(name, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not a number of minutes") from None
+    if not 0 <= value <= 10080:
+        raise ConfigError(f"{name}={text!r}: must be between 0 and 10080 minutes")
+    return value
+
 
 NETSERVER_PORT = 12396  # PTK-C's netserver port, the default of host[:port]
 

@@ -14,7 +14,7 @@ TRANSPORTS = ("tcp", "unix")
 
 
 class Server:
-    def __init__(self, data_dir, transport="tcp", workers=1, env=None, port=0):
+    def __init__(self, data_dir, transport="tcp", workers=1, env=None, port=0, socket_path=None):
         self.data_dir = str(data_dir)
         self.transport = transport
         env = dict(env or os.environ)
@@ -23,8 +23,8 @@ class Server:
         env.setdefault("ET_PTKC_SW_PIN_KDF_ITERATIONS", "1000")
         env.setdefault("PTKHSM_LOG_LEVEL", "WARNING")
         if transport == "unix":
-            self.socket_dir = tempfile.mkdtemp(prefix="ptkhsm-sock-")
-            where = ["--unix", os.path.join(self.socket_dir, "hsm.sock")]
+            path = socket_path or os.path.join(tempfile.mkdtemp(prefix="ptkhsm-sock-"), "hsm.sock")
+            where = ["--unix", str(path)]
         else:
             where = ["--listen", f"127.0.0.1:{port}"]
         self.log = tempfile.TemporaryFile()
