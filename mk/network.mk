@@ -1,0 +1,6 @@
+# `make load`: the network server under bounded load (16 client processes x 2 threads, 60 s,
+# loopback only); `make test` runs the same for 10 s.
+LOAD_SECONDS ?= 60
+
+load: install
+	PTKHSM_LOAD_SECONDS=$(LOAD_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/network/test_load.py
