@@ -4,3 +4,7 @@ LOAD_SECONDS ?= 60
 
 load: install
 	PTKHSM_LOAD_SECONDS=$(LOAD_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/network/test_load.py
+
+# `make bench-network`: in process vs TCP vs unix socket (docs/performance-network.md).
+bench-network: install
+	$(PY) tools/bench_network.py --seconds $(BENCH_SECONDS) --repeat $(BENCH_REPEAT)

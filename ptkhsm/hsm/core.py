@@ -77,6 +77,8 @@ class AppToken:
     def __init__(self, token):
         self.token = token
         self.login = None
+        # read on every object lookup: copied, not delegated (they never change)
+        self.slot_id, self.objects, self.is_admin = token.slot_id, token.objects, token.is_admin
 
     def __getattr__(self, name):
         return getattr(self.token, name)
