@@ -1,38 +1,26 @@
 """The client's side of a connection to `ptkhsm serve`.
 
 A Channel connects (TCP or unix socket), does the handshake and then carries
-calls: each request has an id, a reader thread hands each reply to the
-thread waiting for it, so the threads of one application run their calls
-concurrently on the server. Socket failures become CKR_DEVICE_REMOVED (the
-server is gone); a reply that breaks the protocol, CKR_DEVICE_ERROR.
+calls. Each request has an id; there is no reader thread: a calling thread
+that finds nobody reading reads the replies itself (handing each to the
+thread waiting for it) until its own arrives, then wakes a waiting thread to
+take over. One thread alone thus pays no thread hand-off, several run their
+calls concurrently on the server, and nothing is left running at interpreter
+exit. Socket failures become CKR_DEVICE_REMOVED (the server is gone); a
+reply that breaks the protocol, CKR_DEVICE_ERROR.
 """
 
 import socket
 import threading
+import time
 
 from .. import constants as C
 from .. import wire
 from ..errors import CKRError
+from .frames import FrameReader
 
-_SLICE = 0.5  # seconds between looks at the reader thread while a call waits
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
-
-
-def _recv_exact(sock, n):
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise ConnectionResetError("the server closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame(sock):
-    n = wire.frame_length(_recv_exact(sock, 4))
-    data = _recv_exact(sock, n)
-    return data[0], data[1:]
+_NUDGE = 0.05  # seconds a waiting thread sleeps before it looks whether nobody is reading
 
 
 class _Waiter:
@@ -57,20 +45,20 @@ class Channel:
                 sock = socket.create_connection((address[1], address[2]), timeout=connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(wire.hello())
-            kind, body = _read_frame(sock)
+            self.frames = FrameReader(sock)
+            kind, body = self.frames.read()
             if kind != wire.WELCOME:
                 raise wire.ProtocolError("no welcome")
             self.version, self.info = wire.read_welcome(body)
-        except (OSError, wire.ProtocolError) as exc:
+        except (OSError, EOFError, wire.ProtocolError) as exc:
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot reach the HSM at {address}: {exc}") from None
-        sock.settimeout(None)
+        sock.settimeout(self.reply_timeout)
         self.sock = sock
         self._send = threading.Lock()
+        self._reading = threading.Lock()
         self._waiting = {}
         self._next = 0
         self._ids = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name="ptkhsm-netclient", daemon=True)
-        self._reader.start()
 
     def call(self, call, args):
         if self.broken is not None:
@@ -92,21 +80,46 @@ class Channel:
         except OSError as exc:
             self._lose(f"send failed: {exc}")
             raise self.broken from None
-        waited = 0.0
-        while not waiter.event.wait(_SLICE):
-            waited += _SLICE
-            if not self._reader.is_alive():  # interpreter exit stops daemon threads
-                self._lose("the client library is shutting down")
-                break
-            if self.reply_timeout and waited >= self.reply_timeout:
-                self._lose(f"no reply to {call.name} within {self.reply_timeout} s")
-                break
+        self._await(waiter)
         if waiter.kind is None:
             raise self.broken
         try:
             return wire.read_reply(waiter.kind, waiter.body, call)[1]
         except wire.ProtocolError as exc:
             raise CKRError(C.CKR_DEVICE_ERROR, f"bad reply from the HSM: {exc}") from None
+
+    def _await(self, waiter):
+        deadline = None if self.reply_timeout is None else time.monotonic() + self.reply_timeout
+        while waiter.kind is None and self.broken is None:
+            if self._reading.acquire(blocking=False):
+                try:
+                    while waiter.kind is None and self.broken is None:
+                        self._read_one()
+                except (OSError, EOFError, wire.ProtocolError) as exc:
+                    self._lose(f"no reply within {self.reply_timeout} s" if isinstance(exc, socket.timeout)
+                               else str(exc))
+                finally:
+                    self._reading.release()
+                    with self._ids:
+                        other = next(iter(self._waiting.values()), None)
+                    if other is not None:
+                        other.event.set()  # nobody reads now: that thread takes over
+                return
+            waiter.event.wait(_NUDGE)
+            waiter.event.clear()
+            if deadline is not None and time.monotonic() > deadline and waiter.kind is None:
+                self._lose(f"no reply within {self.reply_timeout} s")
+
+    def _read_one(self):
+        kind, body = self.frames.read()
+        if len(body) < 4 or kind not in (wire.REPLY, wire.ERROR):
+            raise wire.ProtocolError(f"unexpected frame type {kind}")
+        request_id = int.from_bytes(body[:4], "big")
+        with self._ids:
+            waiter = self._waiting.pop(request_id, None)
+        if waiter is not None:
+            waiter.kind, waiter.body = kind, body
+            waiter.event.set()
 
     def send_only(self, call, args):
         """A request whose reply nobody waits for (C_Finalize)."""
@@ -116,21 +129,6 @@ class Channel:
                     self.sock.sendall(wire.request(0, call.name, args))
             except OSError:
                 pass
-
-    def _read(self):
-        try:
-            while True:
-                kind, body = _read_frame(self.sock)
-                if len(body) < 4 or kind not in (wire.REPLY, wire.ERROR):
-                    raise wire.ProtocolError(f"unexpected frame type {kind}")
-                request_id = int.from_bytes(body[:4], "big")
-                with self._ids:
-                    waiter = self._waiting.pop(request_id, None)
-                if waiter is not None:
-                    waiter.kind, waiter.body = kind, body
-                    waiter.event.set()
-        except (OSError, wire.ProtocolError) as exc:
-            self._lose(str(exc))
 
     def _lose(self, why):
         """The connection is gone: every pending and later call fails."""

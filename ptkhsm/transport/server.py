@@ -22,6 +22,7 @@ from .. import wire
 from ..config import NETSERVER_PORT
 from ..hsm.core import HSM
 from ..log import logger
+from .frames import FrameReader
 from .handler import Handler
 
 DEFAULT_PORT = NETSERVER_PORT
@@ -64,17 +65,6 @@ def bind(listen=None, unix=None, mode=0o600):
     return sock, where
 
 
-def _recv_exact(conn, n):
-    chunks = []
-    while n:
-        chunk = conn.recv(min(n, 1 << 20))
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
 class Worker:
     """One worker process: its HSM, its connections."""
 
@@ -109,6 +99,7 @@ class Worker:
     def serve(self, conn, peer):
         handler = Handler(self.hsm, peer)
         write = threading.Lock()
+        frames = FrameReader(conn, self.max_frame)
         pending = []
         with self.lock:
             self.connections.add(conn)
@@ -117,15 +108,14 @@ class Worker:
         try:
             while True:
                 try:
-                    n = wire.frame_length(_recv_exact(conn, 4), self.max_frame)
-                    data = _recv_exact(conn, n)
+                    kind, body = frames.read()
                 except EOFError:
                     break
-                kind, body = data[0], data[1:]
-                if handler.app is None or kind != wire.REQUEST:
+                pending = [f for f in pending if not f.done()]
+                if handler.app is None or kind != wire.REQUEST or not (pending or frames.pending()):
+                    # nothing else in flight or waiting: run it here, without a thread hand-off
                     self._send(conn, write, handler.handle(kind, body))
                     continue
-                pending = [f for f in pending if not f.done()]
                 pending.append(self.pool.submit(self._run, handler, conn, write, kind, body))
         except wire.ProtocolError as exc:
             reason = f"protocol error: {exc}"
