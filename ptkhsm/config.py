@@ -86,7 +86,7 @@ ITEMS = {item.name: item for item in [
          "HA: when no server answers, wait (up to the reply time-out) instead of failing at once"),
     Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
          "worker processes of `ptkhsm serve` (0: one per CPU)"),
-    Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, _int_range(0, 0o777),
+    Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
          "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
 ]}
 
@@ -96,6 +96,18 @@ def _library_mode(name, text):
     if mode not in ("NORMAL", "HA"):
         raise ConfigError(f"{name}={text!r}: use NORMAL or HA (WLD is not supported)")
     return mode
+
+
+def _mode(name, text):
+    """Permission bits in octal, as chmod takes them: 660, 0660 or 0o660."""
+    digits = text.strip().lower().removeprefix("0o")
+    try:
+        value = int(digits, 8)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not octal permission bits (e.g. 660)") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"{name}={text!r}: permission bits are at most 777")
+    return value
 
 
 def _minutes(name, text):

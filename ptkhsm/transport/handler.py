@@ -65,6 +65,8 @@ class Handler:
             if self.admin_guard is not None:
                 self.admin_guard(self.app, call, args)
             value = getattr(self.app, call.name)(*args)
+            if call.name == "finalize":
+                self.app = self.hsm.application()  # a C_Initialize may follow on this connection
             if call.reply == OUT:
                 value = fit(value, args[-1])
             return wire.reply(request_id, value)
