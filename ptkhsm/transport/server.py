@@ -27,6 +27,7 @@ from .handler import Handler
 
 DEFAULT_PORT = NETSERVER_PORT
 REQUEST_THREADS = 8   # requests of one worker running at once
+HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to the client's hello
 
 
 def parse_listen(text):
@@ -89,7 +90,7 @@ class Worker:
                 if self.stopping.is_set():
                     break
                 raise
-            conn.settimeout(None)
+            conn.settimeout(HANDSHAKE_TIMEOUT)  # a peer that never says hello does not hold a thread
             if conn.family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
@@ -112,7 +113,11 @@ class Worker:
                 except EOFError:
                     break
                 pending = [f for f in pending if not f.done()]
-                if handler.app is None or kind != wire.REQUEST or not (pending or frames.pending()):
+                if handler.app is None:
+                    self._send(conn, write, handler.handle(kind, body))
+                    conn.settimeout(None)  # an application may sit idle as long as it likes
+                    continue
+                if kind != wire.REQUEST or not (pending or frames.pending()):
                     # nothing else in flight or waiting: run it here, without a thread hand-off
                     self._send(conn, write, handler.handle(kind, body))
                     continue

@@ -202,3 +202,18 @@ def test_admin_token_init_over_the_network_needs_its_so_on_the_connection(tmp_pa
     assert info.value.rv == C.CKR_SESSION_HANDLE_INVALID
     _result(handler, "init_token", (0, b"12345678", b"user".ljust(32)))  # a user token: no admin needed
     handler.close()
+
+
+def test_silent_and_half_frames_do_not_hold_the_server(tmp_path):
+    """A peer that connects and says nothing, and one that stops mid-frame, block nobody."""
+    with Server(tmp_path / "data", "tcp", workers=1) as server:
+        silent = _connect(server.address)
+        half = _connect(server.address)
+        _handshake(half)
+        half.sendall(wire.request(1, "slot_list", ())[:6])
+        other = _connect(server.address)
+        _handshake(other)
+        assert _call(other, "slot_list", ()) == [0, 1, 2]
+        for sock in (silent, half, other):
+            sock.close()
+        assert server.alive()
