@@ -189,8 +189,8 @@ def _is_template(v, depth=0):
         if type(pair) is not tuple or len(pair) != 2 or not _is_ulong(pair[0]):
             return False
         value = pair[1]
-        if type(value) in (list, tuple):
-            if not _is_template(value, depth + 1):
+        if type(value) in (list, tuple):  # a template (CKA_WRAP_TEMPLATE) or a mechanism list
+            if not (_is_template(value, depth + 1) or all(_is_ulong(x) for x in value)):
                 return False
         elif type(value) not in (bool, int, bytes, str) and value is not None:
             return False

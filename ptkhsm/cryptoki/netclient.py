@@ -19,6 +19,7 @@ An output the caller's buffer cannot hold comes back as its size (an int);
 the ABI reports it like a length query.
 """
 
+import hashlib  # noqa: F401  (see below)
 import itertools
 import threading
 import time
@@ -30,6 +31,11 @@ from ..errors import CKRError
 from ..log import logger
 from ..transport.channel import Channel
 
+# `import hashlib` loads Python's _hashlib, which initialises the host's libcrypto.
+# pkcs11-tool (OpenSC 0.23) builds EC public keys with that libcrypto without
+# initialising it, relying on the module having done so (SoftHSMv2 does; the embedded
+# HSM does through hashlib); without it `--read-object --type pubkey` of a P-256 key
+# fails with "cannot create EVP_PKEY" (tests/mechanisms/test_openssl_interop.py).
 SESSION_OBJECTS = 1 << 30  # handles from here up are session objects (ptkhsm.hsm.objects)
 OBJECT_ARGS = {"obj_handle", "key", "key_handle", "wrapping_handle", "unwrapping_handle", "base_handle"}
 MAKERS = {"create_object", "copy_object", "derive_key", "unwrap_key"}   # replayable: same object again

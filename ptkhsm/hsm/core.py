@@ -18,7 +18,7 @@ from .. import constants as C
 from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
-from .objects import Handles, Obj, matches
+from .objects import SESSION_HANDLES, Handles, Obj, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
@@ -279,6 +279,12 @@ class Application:
     # -- objects -------------------------------------------------------------
     def _object(self, token, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
         obj = self.session_objects.get(handle) or token.objects.get(handle)
+        if obj is None and handle < SESSION_HANDLES:
+            # a token object's handle is its store row: another process (a server of the
+            # same store) may have made it since this one last looked
+            with self._lock:
+                token.ensure_loaded()
+            obj = token.objects.get(handle)
         if obj is None or obj.slot != token.slot_id or not access.can_see(token, obj):
             raise CKRError(error, f"object {handle}")
         return obj

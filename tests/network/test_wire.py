@@ -53,6 +53,9 @@ def test_objects_that_are_not_plain_values_do_not_encode():
 
 
 def test_requests_are_checked_against_the_call_table():
+    template = [(C.CKA_ALLOWED_MECHANISMS, (C.CKM_AES_CBC, C.CKM_AES_GCM)), (C.CKA_START_DATE, b"20240101"),
+                (C.CKA_WRAP_TEMPLATE, ((C.CKA_EXTRACTABLE, True),))]
+    assert wire.read_request(wire.request(1, "create_object", (1, template))[5:])[2] == (1, template)
     body = wire.request(7, "sign", (1, b"data", None))[5:]
     request_id, call, args = wire.read_request(body)
     assert (request_id, call.name, args) == (7, "sign", (1, b"data", None))
