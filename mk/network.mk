@@ -8,3 +8,8 @@ load: install
 # `make bench-network`: in process vs TCP vs unix socket (docs/performance-network.md).
 bench-network: install
 	$(PY) tools/bench_network.py --seconds $(BENCH_SECONDS) --repeat $(BENCH_REPEAT)
+
+# `make test-net`: the whole tests/ with the module pointed at `ptkhsm serve`, over TCP then a unix socket.
+test-net: install
+	PTKHSM_TEST_TRANSPORT=tcp $(PY) -m pytest -q -p no:cacheprovider tests --deselect tests/network
+	PTKHSM_TEST_TRANSPORT=unix $(PY) -m pytest -q -p no:cacheprovider tests --deselect tests/network

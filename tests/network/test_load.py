@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pkcs11
-from pkcs11 import KeyType
 
 from conftest import MODULE, USER_PIN, init_token
 from netserver import Server
