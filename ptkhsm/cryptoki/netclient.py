@@ -43,9 +43,7 @@ RANDOM_MAKERS = {"generate_key", "generate_key_pair"}                   # a new 
 OPERATIONS = ("encrypt", "decrypt", "digest", "sign", "verify")
 _CANCEL = {C.CKF_ENCRYPT: "encrypt", C.CKF_DECRYPT: "decrypt", C.CKF_DIGEST: "digest", C.CKF_SIGN: "sign",
            C.CKF_VERIFY: "verify"}
-# HA return codes (CKR_VENDOR_DEFINED + 0x3001..): docs/network.md
-CKR_HA_NO_HSM = C.CKR_VENDOR_DEFINED + 0x3001
-CKR_HA_OBJECT_LOST = C.CKR_VENDOR_DEFINED + 0x3003
+CKR_HA_NO_HSM, CKR_HA_OBJECT_LOST = C.CKR_HA_NO_HSM, C.CKR_HA_OBJECT_LOST  # docs/network.md
 
 
 def _kind_of_call(name):
