@@ -1,6 +1,7 @@
 """The `ptkhsm` command."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,16 @@ def main(argv=None):
     p11kit.add_parsers(sub)
     ctperf.add_arguments(sub.add_parser("ctperf", help="speed of PKCS#11 operations through the C ABI"),
                          module_path())
+    serve = sub.add_parser("serve", help="serve the HSM of ET_PTKC_SW_DATAPATH to network clients")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:12396",
+                       help="TCP address (default 127.0.0.1:12396, PTK-C's netserver port; port 0: any)")
+    where.add_argument("--unix", metavar="PATH", help="a unix-domain socket instead of TCP")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default ET_HSM_NETSERVER_WORKERS, 0: one per CPU)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command in ("register", "unregister"):
         return p11kit.command(args, module_path())
     if args.command in ("install", "uninstall"):
@@ -49,3 +59,21 @@ def ctconf_main():
 
 def ctperf_main():
     sys.exit(main(["ctperf", *sys.argv[1:]]))
+
+
+def _serve(args):
+    import logging
+
+    from .config import Config
+    from .errors import ConfigError
+    from .log import logger
+    from .transport.server import serve
+
+    if "PTKHSM_LOG_LEVEL" not in os.environ:
+        logger.setLevel(logging.INFO)  # a server logs its connections unless told otherwise
+    try:
+        config = Config().validate()
+        return serve(config, listen=None if args.unix else args.listen, unix=args.unix, workers=args.workers)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"ptkhsm serve: {exc}", file=sys.stderr)
+        return 1

@@ -72,7 +72,79 @@ ITEMS = {item.name: item for item in [
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
          "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+    Item("ET_HSM_NETCLIENT_SERVERLIST", (), lambda n, t: _server_list(n, t),
+         "servers of `ptkhsm serve` (space-separated host[:port] or /path/of/unix.socket); "
+         "empty: the embedded HSM"),
+    Item("ET_HSM_NETCLIENT_CONNECT_TIMEOUT", 5, _int_range(1, 3600),
+         "seconds to wait for a server to accept a connection and answer the handshake"),
+    Item("ET_HSM_NETCLIENT_REPLY_TIMEOUT", 600, _int_range(0, 86400),
+         "seconds to wait for the reply to a call (0: no limit); then the server counts as lost"),
+    Item("ET_HSM_NETCLIENT_RECONNECT", True, _bool,
+         "after a server is lost, calls without a session (C_OpenSession...) go to the next server"),
+    Item("ET_PTKC_GENERAL_LIBRARY_MODE", "NORMAL", lambda n, t: _library_mode(n, t),
+         "NORMAL, or HA: sessions survive the loss of their server (docs/network.md)"),
+    Item("ET_PTKC_HA_RECOVER_DELAY", 1.0, lambda n, t: _minutes(n, t),
+         "HA: minutes before a lost server is tried again (0: never; fractions allowed)"),
+    Item("ET_PTKC_HA_RECOVER_WAIT", False, _bool,
+         "HA: when no server answers, wait (up to the reply time-out) instead of failing at once"),
+    Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
+         "worker processes of `ptkhsm serve` (0: one per CPU)"),
+    Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
+         "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
 ]}
+
+def _library_mode(name, text):
+    # PTK-C falls back to NORMAL on an invalid value; we say so instead (no silent default).
+    mode = text.strip().upper()
+    if mode not in ("NORMAL", "HA"):
+        raise ConfigError(f"{name}={text!r}: use NORMAL or HA (WLD is not supported)")
+    return mode
+
+
+def _mode(name, text):
+    """Permission bits in octal, as chmod takes them: 660, 0660 or 0o660."""
+    digits = text.strip().lower().removeprefix("0o")
+    try:
+        value = int(digits, 8)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not octal permission bits (e.g. 660)") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"{name}={text!r}: permission bits are at most 777")
+    return value
+
+
+def _minutes(name, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not a number of minutes") from None
+    if not 0 <= value <= 10080:
+        raise ConfigError(f"{name}={text!r}: must be between 0 and 10080 minutes")
+    return value
+
+
+NETSERVER_PORT = 12396  # PTK-C's netserver port, the default of host[:port]
+
+
+def _server_list(name, text):
+    """-> (("tcp", host, port) | ("unix", path), ...); PTK-C separates entries by spaces."""
+    servers = []
+    for entry in text.split():
+        if entry.startswith(("/", "unix:")):
+            servers.append(_Address(("unix", entry.removeprefix("unix:"))))
+            continue
+        host, sep, port = entry.rpartition(":") if not entry.endswith("]") else (entry, "", "")
+        if not sep or (":" in host and not host.startswith("[")):  # a bare IPv6 address has colons
+            host, port = entry, str(NETSERVER_PORT)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}: {entry!r}: the port must be a number between 1 and 65535")
+        servers.append(_Address(("tcp", host.strip("[]"), int(port))))
+    return tuple(servers)
+
+
+class _Address(tuple):
+    def __str__(self):
+        return self[1] if self[0] == "unix" else f"{self[1]}:{self[2]}"
 
 
 def _fail(name, text, why):

@@ -3,6 +3,10 @@
 PTKHSM_MODULE selects the library (default: the installed one, as printed by
 `ptkhsm module`). Every test session gets its own ET_PTKC_SW_DATAPATH, set
 before python-pkcs11 loads the module (C_Initialize reads it).
+
+PTKHSM_TEST_TRANSPORT=tcp|unix runs the same tests with the module pointed at
+`ptkhsm serve` (started here over that data directory, stopped at the end);
+each `fresh_env` gets a server of its own.
 """
 
 import os
@@ -14,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from modulepath import module_path
+from netserver import TRANSPORTS, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_PIN = "1234"
@@ -25,9 +30,18 @@ MODULE = module_path()
 _DATA = tempfile.mkdtemp(prefix="ptkhsm-test-")
 os.environ["ET_PTKC_SW_DATAPATH"] = _DATA
 os.environ["ET_PTKC_SW_PIN_KDF_ITERATIONS"] = "1000"  # keep logins cheap in tests
+TRANSPORT = os.environ.get("PTKHSM_TEST_TRANSPORT", "inprocess")
+if TRANSPORT not in TRANSPORTS + ("inprocess",):
+    raise RuntimeError(f"PTKHSM_TEST_TRANSPORT={TRANSPORT!r}: use tcp, unix or inprocess")
+_SERVERS = []
+if TRANSPORT != "inprocess":
+    _SERVERS.append(Server(_DATA, TRANSPORT))
+    os.environ["ET_HSM_NETCLIENT_SERVERLIST"] = _SERVERS[0].address
 
 
 def pytest_sessionfinish(session, exitstatus):
+    for server in _SERVERS:
+        server.stop()
     shutil.rmtree(_DATA, ignore_errors=True)
 
 
@@ -70,4 +84,11 @@ def fresh_env(**extra):
     env = dict(os.environ)
     env["ET_PTKC_SW_DATAPATH"] = tempfile.mkdtemp(prefix="ptkhsm-sub-")
     env.update(extra)
+    if TRANSPORT != "inprocess":
+        try:
+            server = Server(env["ET_PTKC_SW_DATAPATH"], TRANSPORT, env=env)
+        except RuntimeError:  # an item the test breaks on purpose: the client must report it
+            server = Server(env["ET_PTKC_SW_DATAPATH"], TRANSPORT)
+        _SERVERS.append(server)
+        env["ET_HSM_NETCLIENT_SERVERLIST"] = server.address
     return env

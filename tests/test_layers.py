@@ -40,6 +40,14 @@ def test_only_abi_knows_cffi():
 def test_hsm_never_reaches_up():
     for module, names in modules():
         if module.startswith("ptkhsm.hsm"):
+            bad = [n for n in names if n.startswith(("ptkhsm.abi", "ptkhsm.cryptoki", "ptkhsm.exttoken", "ptkhsm.cli",
+                                                     "ptkhsm.transport"))]
+            assert not bad, (module, bad)
+
+
+def test_transport_sits_between_client_and_hsm():
+    for module, names in modules():
+        if module.startswith("ptkhsm.transport"):
             bad = [n for n in names if n.startswith(("ptkhsm.abi", "ptkhsm.cryptoki", "ptkhsm.exttoken", "ptkhsm.cli"))]
             assert not bad, (module, bad)
 
@@ -54,7 +62,7 @@ def test_mechanisms_never_see_store_or_sessions():
 
 def test_leaf_modules_import_nothing_above():
     leaves = {"ptkhsm.constants", "ptkhsm.errors", "ptkhsm.schema", "ptkhsm.config", "ptkhsm.log",
-              "ptkhsm.mechparams"}
+              "ptkhsm.mechparams", "ptkhsm.calls", "ptkhsm.wire"}
     for module, names in modules():
         if module in leaves:
             inner = [n for n in names if n.startswith("ptkhsm.")

@@ -189,7 +189,13 @@ def main(argv=None):
     parser.add_argument("--compare-find-100k", action="store_true",
                         help="also fill SoftHSMv2 with 100,000 objects (takes many minutes)")
     parser.add_argument("--out", default="docs/performance.md")
+    parser.add_argument("--network", action="store_true",
+                        help="in process vs TCP vs unix socket instead (tools/bench_network.py)")
     args = parser.parse_args(argv)
+    if args.network:
+        import bench_network
+        return bench_network.main(["--module", args.module, "--seconds", str(args.seconds),
+                                   "--repeat", str(args.repeat)])
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,8 +66,9 @@ def out_size(buffer, length_ptr):
 
 def deliver(result, buffer, length_ptr, room):
     """Copy `result` out, or report its size (`room` None: the buffer is NULL), or
-    BUFFER_TOO_SMALL. `room` is what out_size said."""
-    size = len(result)
+    BUFFER_TOO_SMALL. `room` is what out_size said. A result that did not fit may
+    come as its size alone (an int: the network client's length queries)."""
+    size = result if type(result) is int else len(result)
     length_ptr[0] = size
     if room is None:
         return

@@ -1,18 +1,24 @@
 """The client library: configuration and the transport to the HSM.
 
-`api` is the object the upper layers call PKCS#11 functions on. With the
-in-process transport (the default) it is the HSM itself; a network or
-secure-messaging transport will put a proxy with the same methods here.
+`api` is the object the upper layers call PKCS#11 functions on: with the
+in-process transport (the default) an application of the embedded HSM,
+called directly; with `ET_HSM_NETCLIENT_SERVERLIST` set, a proxy with the
+same methods that forwards every call to `ptkhsm serve`.
 """
 
 from ..config import Config
-from ..hsm.core import HSM
 
 
 class Cryptoki:
     def __init__(self, config=None):
         self.config = (config or Config()).validate()
-        self.api = HSM(self.config)
+        servers = self.config.get("ET_HSM_NETCLIENT_SERVERLIST")
+        if servers:
+            from .netclient import connect
+            self.api = connect(self.config, servers)
+        else:
+            from ..hsm.core import HSM
+            self.api = HSM(self.config).application()
 
     def finalize(self):
-        self.api.close_everything()
+        self.api.finalize()

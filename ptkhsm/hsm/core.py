@@ -18,7 +18,7 @@ from .. import constants as C
 from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
-from .objects import Handles, Obj, matches
+from .objects import SESSION_HANDLES, Handles, Obj, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
@@ -36,6 +36,8 @@ def _pad(text, size):
 
 
 class HSM:
+    """What the applications share: the tokens, their token objects and the store."""
+
     def __init__(self, config):
         self.config = config
         self.store = Store(config.get("ET_PTKC_SW_DATAPATH"), config.get("ET_PTKC_SW_STORAGE_KEYFILE"))
@@ -45,14 +47,71 @@ class HSM:
                          config.get("ET_PTKC_SW_PIN_KDF_ITERATIONS"))
         self.handles = Handles()
         user_slots = config.get("ET_PTKC_SW_USER_SLOTS")
-        self.tokens = [Token(i, self.store, pins, self.handles, is_admin=False) for i in range(user_slots)]
-        self.tokens.append(Token(user_slots, self.store, pins, self.handles, is_admin=True,
+        self.tokens = [Token(i, self.store, pins, is_admin=False) for i in range(user_slots)]
+        self.tokens.append(Token(user_slots, self.store, pins, is_admin=True,
                                  admin_label=_pad(f"AdminToken({self.serial})", 32)))
+        self.session_handles = Handles(1)  # one space for every application: a handle names one session
+        self.applications = set()
+        self._lock = threading.RLock()
+
+    def application(self):
+        """A new application: its own sessions, login state and session objects."""
+        app = Application(self)
+        with self._lock:
+            self.applications.add(app)
+        return app
+
+    def sessions_on(self, slot_id):
+        """Sessions every application has open on a slot (C_InitToken needs none)."""
+        return sum(len(app.slot_sessions[slot_id]) for app in list(self.applications))
+
+
+class AppToken:
+    """A token as one application sees it: its own login state over the shared token.
+
+    `login` is this application's (None, CKU_USER or CKU_SO); the shared Token
+    keeps its data key unsealed while any application is logged in. Everything
+    else is the token's own.
+    """
+
+    def __init__(self, token):
+        self.token = token
+        self.login = None
+        # read on every object lookup: copied, not delegated (they never change)
+        self.slot_id, self.objects, self.is_admin = token.slot_id, token.objects, token.is_admin
+
+    def __getattr__(self, name):
+        return getattr(self.token, name)
+
+    def log_in(self, who, pin):
+        if self.login is not None:
+            raise CKRError(C.CKR_USER_ALREADY_LOGGED_IN if self.login == who
+                           else C.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "already logged in")
+        self.token.log_in(who, pin)
+        self.login = who
+
+    def log_out(self):
+        if self.login is not None:
+            self.token.log_out(self.login)
+            self.login = None
+
+
+class Application:
+    """One application (the embedded client, or one network connection): the client
+    interface of docs/seams.md over the HSM it belongs to."""
+
+    def __init__(self, hsm):
+        self.hsm = hsm
+        self.config = hsm.config
+        self.serial = hsm.serial
+        self.store = hsm.store
+        self.handles = hsm.handles
+        self.tokens = [AppToken(token) for token in hsm.tokens]
         self.sessions = {}
         self.slot_sessions = [{} for _ in self.tokens]  # slot -> {handle: Session}, the same sessions
         self.session_objects = {}  # handle -> Obj
-        self._next_session = Handles()
-        self._lock = threading.RLock()
+        self._next_session = hsm.session_handles
+        self._lock = hsm._lock
 
     # -- slots and tokens ----------------------------------------------------
     def slot_list(self):
@@ -101,7 +160,7 @@ class HSM:
     def init_token(self, slot_id, so_pin, label):
         token = self._token(slot_id)
         with self._lock:
-            access.check_init_token(self.slot_sessions[slot_id])
+            access.check_init_token(self.hsm.sessions_on(slot_id))
             token.init_token(so_pin, token.label if token.is_admin else bytes(label))
 
     def init_pin(self, handle, pin):
@@ -158,10 +217,14 @@ class HSM:
             for handle in list(self.slot_sessions[slot_id]):
                 self.close_session(handle)
 
-    def close_everything(self):
+    def finalize(self):
+        """End this application: its sessions, operations, logins and session objects."""
         with self._lock:
             for slot_id in self.slot_list():
                 self.close_all_sessions(slot_id)
+            self.hsm.applications.discard(self)
+
+    close_everything = finalize  # the name the first client layers were written against
 
     def session_info(self, handle):
         session, token = self._session(handle)
@@ -205,6 +268,12 @@ class HSM:
     # -- objects -------------------------------------------------------------
     def _object(self, token, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
         obj = self.session_objects.get(handle) or token.objects.get(handle)
+        if obj is None and handle < SESSION_HANDLES:
+            # a token object's handle is its store row: another process (a server of the
+            # same store) may have made it since this one last looked
+            with self._lock:
+                token.ensure_loaded()
+            obj = token.objects.get(handle)
         if obj is None or obj.slot != token.slot_id or not access.can_see(token, obj):
             raise CKRError(error, f"object {handle}")
         return obj

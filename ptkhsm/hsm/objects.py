@@ -129,11 +129,18 @@ class ObjectTable(dict):
                     del index[value]
 
 
-class Handles:
-    """Object handles: never 0 (CK_INVALID_HANDLE), never reused in a process."""
+# Token objects take their store row as handle (token.py); session objects and
+# sessions count from here, so the two never meet (2**30 rows is plenty, and the
+# handles stay positive 32-bit numbers for callers that keep them in an int).
+SESSION_HANDLES = 1 << 30
 
-    def __init__(self):
-        self._next = itertools.count(1).__next__
+
+class Handles:
+    """Handles of session objects and sessions: never 0 (CK_INVALID_HANDLE), never
+    reused in a process, never a token object's."""
+
+    def __init__(self, start=SESSION_HANDLES):
+        self._next = itertools.count(start).__next__
 
     def new(self):
         return self._next()

@@ -4,6 +4,10 @@ Token objects are kept in memory (`objects`, handle -> Obj) and written
 through to the store. Public objects load when the token is first used;
 private ones are unsealed at user login and dropped at logout, so their
 plaintext never outlives the login.
+
+Login state belongs to applications (`core.AppToken`); the token counts the
+applications logged in, keeps its data key unsealed while any is, and its
+private objects loaded while any user is.
 """
 
 from .. import constants as C
@@ -27,17 +31,15 @@ class PinPolicy:
 
 
 class Token:
-    def __init__(self, slot_id, store, pins, handles, is_admin, admin_label=None):
+    def __init__(self, slot_id, store, pins, is_admin, admin_label=None):
         self.slot_id = slot_id
         self.store = store
         self.pins = pins
-        self.handles = handles
         self.is_admin = is_admin
         self.admin_label = admin_label
-        self.login = None        # None, CKU_USER or CKU_SO
+        self._logins = {SO: 0, USER: 0}  # applications logged in as each
         self.objects = ObjectTable()  # handle -> Obj, token objects currently loaded
         self._by_uid = {}        # uid -> Obj
-        self._handle_of = {}     # uid -> handle, kept while the object is in the store
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
@@ -132,25 +134,26 @@ class Token:
         return data_key
 
     def log_in(self, who, pin):
-        if self.login is not None:
-            raise CKRError(C.CKR_USER_ALREADY_LOGGED_IN if self.login == who
-                           else C.CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "already logged in")
+        """One more application logged in as `who` (each gives the PIN)."""
         if who == USER and not self.user_pin_set:
             raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED, "user PIN not initialised")
         self._data_key = self._verify(who, pin)
-        self.login = who
-        if who == USER:
+        self._logins[who] += 1
+        if who == USER and self._logins[USER] == 1:
             self._load(private=True)
 
     def check_pin(self, pin):
         """CKU_CONTEXT_SPECIFIC: the user's PIN again, without changing the login."""
         self._verify(USER, pin)
 
-    def log_out(self):
-        self.login = None
-        self._data_key = None
-        for obj in [o for o in self.objects.values() if o.is_private]:
-            self._drop(obj)
+    def log_out(self, who):
+        """One application logged in as `who` logs out; the last one takes the key along."""
+        self._logins[who] -= 1
+        if not self._logins[USER]:
+            for obj in [o for o in self.objects.values() if o.is_private]:
+                self._drop(obj)
+        if not any(self._logins.values()):
+            self._data_key = None
 
     # -- objects -------------------------------------------------------------
     def ensure_loaded(self):
@@ -160,7 +163,7 @@ class Token:
             self._seen_version = version
             self.reload_row()
             self._load(private=False)
-            if self.login == USER:
+            if self._logins[USER]:
                 self._load(private=True)
 
     def _load(self, private):
@@ -176,19 +179,11 @@ class Token:
                 obj.replace_attrs(attrs)
         for obj in [o for o in self._by_uid.values() if o.is_private == private and o.uid not in present]:
             self._drop(obj)
-            self._handle_of.pop(obj.uid, None)
-        if self.login == USER:
-            # Every stored object is loaded now: a handle kept for an object not loaded
-            # (a private one dropped at logout) belongs to one deleted meanwhile.
-            for uid in [uid for uid in self._handle_of if uid not in self._by_uid]:
-                del self._handle_of[uid]
 
     def _new_obj(self, attrs, uid):
-        # A token object keeps its handle across logout/login and reloads.
-        handle = self._handle_of.get(uid)
-        if handle is None:
-            handle = self._handle_of[uid] = self.handles.new()
-        return Obj(handle, attrs, self.slot_id, uid=uid)
+        # A token object's handle is its store row (never reused: AUTOINCREMENT), so it
+        # is the same across logout/login, reloads and every server of one store (HA).
+        return Obj(uid, attrs, self.slot_id, uid=uid)
 
     def _add(self, obj):
         self.objects[obj.handle] = obj
@@ -201,7 +196,6 @@ class Token:
     def _forget_objects(self):
         self.objects.clear()
         self._by_uid.clear()
-        self._handle_of.clear()
 
     def _encode(self, attrs):
         plain = schema.encode_template(tuple(attrs.items()))
@@ -240,4 +234,3 @@ class Token:
     def store_delete(self, obj):
         self.store.delete(obj.uid)
         self._drop(obj)
-        self._handle_of.pop(obj.uid, None)

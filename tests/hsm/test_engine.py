@@ -20,7 +20,7 @@ RO = C.CKF_SERIAL_SESSION
 def make_hsm(path, **items):
     env = {"ET_PTKC_SW_DATAPATH": str(path), "HOME": str(path), "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000"}
     env.update({k: str(v) for k, v in items.items()})
-    return HSM(Config(env))
+    return HSM(Config(env)).application()
 
 
 def rv_of(call, *args):

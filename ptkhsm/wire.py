@@ -1,0 +1,322 @@
+"""The wire protocol between the client library and `ptkhsm serve` (docs/network.md).
+
+Frames: a 4-byte big-endian length, then that many bytes: one type byte and
+its body. Values are tagged (a tag byte, then the value), decoded by a table
+of plain readers: nothing on decode runs code of the sender's choosing (no
+pickle), every length is checked against what is left of the frame, nesting
+is bounded. Requests and replies are checked against the call table
+(`ptkhsm.calls`), so a well-formed frame of the wrong shape is refused too.
+"""
+
+import struct
+
+from . import mechparams as P
+from .calls import BY_ID, BY_NAME, MECHANISM, NONE, OPT_ULONG, OUT, TEMPLATE, ULONG, ULONGS, BYTES, INFO, TUPLE, VALUES
+from .errors import CKRError
+
+VERSION = 1
+MAGIC = b"PTKHSM\x00"
+MAX_FRAME = 1 << 24  # default limit of one frame (16 MiB), both directions
+MAX_DEPTH = 8        # lists in lists (templates in templates) at most this deep
+ULONG_MAX = (1 << 64) - 1
+
+# Frame types
+HELLO, WELCOME, REQUEST, REPLY, ERROR, REFUSED = 1, 2, 3, 4, 5, 6
+
+_LEN = struct.Struct(">I")
+_REQ = struct.Struct(">IH")       # request id, call id
+_HELLO = struct.Struct(">7sHH")    # magic, lowest and highest version spoken
+_ERR = struct.Struct(">IQ")        # request id, CK_RV
+
+
+class ProtocolError(Exception):
+    """A frame that does not follow the protocol: the connection is closed."""
+
+
+# -- values --------------------------------------------------------------------------
+T_NONE, T_FALSE, T_TRUE, T_INT, T_NEG, T_BYTES, T_STR, T_LIST, T_TUPLE, T_DICT, T_NAMED, T_ERROR = range(12)
+# Mechanism parameter types a value may name, by a fixed number (never by a name the peer picks).
+NAMED = (P.Mechanism, P.GcmParams, P.CtrParams, P.PssParams, P.OaepParams, P.Ecdh1Params, P.EddsaParams,
+         P.CbcDeriveParams)
+_NAMED_ID = {cls: i for i, cls in enumerate(NAMED)}
+
+
+def encode_value(value, out):
+    """Append the tagged encoding of `value` to the bytearray `out`."""
+    kind = type(value)
+    if value is None:
+        out.append(T_NONE)
+    elif kind is bool:
+        out.append(T_TRUE if value else T_FALSE)
+    elif kind is int:
+        magnitude = -value if value < 0 else value
+        raw = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "big")
+        if len(raw) > 255:
+            raise ValueError("integer too large for the wire")
+        out.append(T_NEG if value < 0 else T_INT)
+        out.append(len(raw))
+        out += raw
+    elif kind is bytes or kind is bytearray:
+        out.append(T_BYTES)
+        out += _LEN.pack(len(value))
+        out += value
+    elif kind is str:
+        raw = value.encode()
+        out.append(T_STR)
+        out += _LEN.pack(len(raw))
+        out += raw
+    elif kind in _NAMED_ID:
+        out.append(T_NAMED)
+        out.append(_NAMED_ID[kind])
+        for field in value:
+            encode_value(field, out)
+    elif kind is list or kind is tuple:
+        out.append(T_LIST if kind is list else T_TUPLE)
+        out += _LEN.pack(len(value))
+        for item in value:
+            encode_value(item, out)
+    elif kind is dict:
+        out.append(T_DICT)
+        out += _LEN.pack(len(value))
+        for key, item in value.items():
+            encode_value(key, out)
+            encode_value(item, out)
+    elif isinstance(value, CKRError):
+        out.append(T_ERROR)
+        encode_value(value.rv, out)
+    else:
+        raise TypeError(f"{kind.__name__} cannot cross the wire")
+
+
+_SHORT = ProtocolError("value runs past the end of the frame")
+
+
+def _decode(data, pos, depth):
+    """-> (value, position after it). One function with the tags in order of frequency:
+    the decoder runs on every call, so it avoids a method call per byte."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError("values nested too deep")
+    end = len(data)
+    if pos >= end:
+        raise _SHORT
+    tag = data[pos]
+    pos += 1
+    if tag == T_INT or tag == T_NEG:
+        if pos >= end:
+            raise _SHORT
+        n = data[pos]
+        stop = pos + 1 + n
+        if stop > end:
+            raise _SHORT
+        magnitude = int.from_bytes(data[pos + 1:stop], "big")
+        return (-magnitude if tag == T_NEG else magnitude), stop
+    if tag == T_BYTES or tag == T_STR:
+        if pos + 4 > end:
+            raise _SHORT
+        stop = pos + 4 + _LEN.unpack_from(data, pos)[0]
+        if stop > end:
+            raise _SHORT
+        raw = bytes(data[pos + 4:stop])
+        if tag == T_BYTES:
+            return raw, stop
+        try:
+            return raw.decode(), stop
+        except UnicodeDecodeError:
+            raise ProtocolError("a string is not UTF-8") from None
+    if tag == T_TUPLE or tag == T_LIST or tag == T_DICT:
+        if pos + 4 > end:
+            raise _SHORT
+        count = _LEN.unpack_from(data, pos)[0]
+        pos += 4
+        if count > end - pos:  # every item takes at least one byte
+            raise ProtocolError(f"count {count} exceeds the frame")
+        if tag == T_DICT:
+            out = {}
+            for _ in range(count):
+                key, pos = _decode(data, pos, depth + 1)
+                if type(key) not in (str, int):
+                    raise ProtocolError("a dict key must be a string or an integer")
+                out[key], pos = _decode(data, pos, depth + 1)
+            return out, pos
+        items = []
+        for _ in range(count):
+            item, pos = _decode(data, pos, depth + 1)
+            items.append(item)
+        return (tuple(items) if tag == T_TUPLE else items), pos
+    if tag == T_NONE:
+        return None, pos
+    if tag == T_FALSE:
+        return False, pos
+    if tag == T_TRUE:
+        return True, pos
+    if tag == T_NAMED:
+        if pos >= end:
+            raise _SHORT
+        number = data[pos]
+        pos += 1
+        if number >= len(NAMED):
+            raise ProtocolError(f"unknown parameter type {number}")
+        cls = NAMED[number]
+        fields = []
+        for _ in cls._fields:
+            field, pos = _decode(data, pos, depth + 1)
+            fields.append(field)
+        return cls(*fields), pos
+    if tag == T_ERROR:
+        rv, pos = _decode(data, pos, depth + 1)
+        if type(rv) is not int:
+            raise ProtocolError("an error value without its code")
+        return CKRError(rv, "attribute"), pos
+    raise ProtocolError(f"unknown value tag {tag}")
+
+
+def decode_value(data, start=0):
+    value, pos = _decode(data, start, 0)
+    if pos != len(data):
+        raise ProtocolError("trailing bytes after the value")
+    return value
+
+
+# -- shapes of the call table ----------------------------------------------------------
+def _is_ulong(v):
+    return type(v) is int and 0 <= v <= ULONG_MAX
+
+
+def _is_template(v, depth=0):
+    if type(v) not in (list, tuple) or depth > MAX_DEPTH:
+        return False
+    for pair in v:
+        if type(pair) is not tuple or len(pair) != 2 or not _is_ulong(pair[0]):
+            return False
+        value = pair[1]
+        if type(value) in (list, tuple):  # a template (CKA_WRAP_TEMPLATE) or a mechanism list
+            if not (_is_template(value, depth + 1) or all(_is_ulong(x) for x in value)):
+                return False
+        elif type(value) not in (bool, int, bytes, str) and value is not None:
+            return False
+    return True
+
+
+def _is_param(v):
+    if v is None or type(v) in (int, bytes):
+        return type(v) is not int or _is_ulong(v)
+    if type(v) in _NAMED_ID and type(v) is not P.Mechanism:
+        return all(f is None or type(f) in (bool, int, bytes) for f in v)
+    return False
+
+
+SHAPES = {
+    ULONG: _is_ulong,
+    OPT_ULONG: lambda v: v is None or _is_ulong(v),
+    BYTES: lambda v: type(v) is bytes,
+    TEMPLATE: _is_template,
+    ULONGS: lambda v: type(v) is list and all(_is_ulong(x) for x in v),
+    MECHANISM: lambda v: type(v) is P.Mechanism and _is_ulong(v.type) and _is_param(v.param),
+    OUT: lambda v: type(v) is bytes or _is_ulong(v),
+    INFO: lambda v: type(v) is dict,
+    TUPLE: lambda v: type(v) is tuple,
+    VALUES: lambda v: type(v) is list,
+    NONE: lambda v: v is None,
+}
+
+
+# -- frames ------------------------------------------------------------------------------
+def frame(kind, body):
+    if len(body) + 1 > MAX_FRAME:
+        raise ValueError(f"frame of {len(body) + 1} bytes exceeds the limit")
+    return _LEN.pack(len(body) + 1) + bytes((kind,)) + body
+
+
+def frame_length(header, limit=MAX_FRAME):
+    """The length announced by a 4-byte header; refuses the impossible before reading it."""
+    (n,) = _LEN.unpack(header)
+    if n == 0:
+        raise ProtocolError("empty frame")
+    if n > limit:
+        raise ProtocolError(f"frame of {n} bytes exceeds the limit of {limit}")
+    return n
+
+
+def hello(low=VERSION, high=VERSION):
+    return frame(HELLO, _HELLO.pack(MAGIC, low, high))
+
+
+def read_hello(body):
+    if len(body) != _HELLO.size:
+        raise ProtocolError("malformed hello")
+    magic, low, high = _HELLO.unpack(body)
+    if magic != MAGIC:
+        raise ProtocolError("not a ptkhsm client")
+    return low, high
+
+
+def welcome(version, info):
+    out = bytearray(struct.pack(">H", version))
+    encode_value(info, out)
+    return frame(WELCOME, bytes(out))
+
+
+def read_welcome(body):
+    if len(body) < 2:
+        raise ProtocolError("malformed welcome")
+    version = struct.unpack(">H", body[:2])[0]
+    info = decode_value(body[2:])
+    if type(info) is not dict:
+        raise ProtocolError("malformed welcome")
+    return version, info
+
+
+def request(request_id, name, args):
+    call = BY_NAME[name]
+    out = bytearray(_REQ.pack(request_id, call.id))
+    encode_value(tuple(args), out)
+    return frame(REQUEST, bytes(out))
+
+
+def read_request(body):
+    """-> (request id, Call, args), the args checked against the call's signature."""
+    if len(body) < _REQ.size:
+        raise ProtocolError("truncated request")
+    request_id, call_id = _REQ.unpack(body[:_REQ.size])
+    call = BY_ID.get(call_id)
+    if call is None:
+        raise ProtocolError(f"unknown call {call_id}")
+    args = decode_value(body, _REQ.size)
+    if type(args) is not tuple or len(args) != len(call.args):
+        raise ProtocolError(f"{call.name}: wrong number of arguments")
+    for (arg, kind), value in zip(call.args, args):
+        if not SHAPES[kind](value):
+            raise ProtocolError(f"{call.name}: {arg} is not a {kind}")
+    return request_id, call, args
+
+
+def reply(request_id, value):
+    out = bytearray(_LEN.pack(request_id))
+    encode_value(value, out)
+    return frame(REPLY, bytes(out))
+
+
+def error(request_id, exc):
+    """An error reply: the CK_RV and the reason (reasons never hold secrets)."""
+    out = bytearray(_ERR.pack(request_id, exc.rv))
+    encode_value(str(exc.args[0]) if exc.args else "", out)
+    return frame(ERROR, bytes(out))
+
+
+def read_reply(kind, body, call):
+    """-> (request id, value) of a REPLY, raising the CKRError of an ERROR."""
+    if kind == REPLY:
+        if len(body) < 4:
+            raise ProtocolError("truncated reply")
+        request_id = _LEN.unpack(body[:4])[0]
+        value = decode_value(body, 4)
+        if not SHAPES[call.reply](value):
+            raise ProtocolError(f"{call.name}: reply is not a {call.reply}")
+        return request_id, value
+    if kind == ERROR:
+        if len(body) < _ERR.size:
+            raise ProtocolError("truncated error")
+        request_id, rv = _ERR.unpack(body[:_ERR.size])
+        reason = decode_value(body, _ERR.size)
+        raise CKRError(rv, reason if type(reason) is str else "")
+    raise ProtocolError(f"unexpected frame type {kind}")
