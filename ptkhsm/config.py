@@ -68,8 +68,21 @@ ITEMS = {item.name: item for item in [
     Item("ET_PTKC_SW_PIN_KDF_ITERATIONS", 20000, _int_range(1000, 10_000_000),
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
-         "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+         "treat slot 0 as an external token (its token objects kept on the host, docs/exttoken.md)"),
+    Item("ET_PTKC_EXTTOKEN_PATH", None, _path,
+         "directory of the ExtToken ODS/ORT files (default: <ET_PTKC_SW_DATAPATH>/exttoken)"),
+    Item("ET_PTKC_EXTTOKEN_MAXLOADED", 1024, _int_range(2, 10_000_000),
+         "external objects kept unwrapped in the HSM at once, least used unloaded first"),
+    Item("ET_PTKC_EXTTOKEN_MASTERKEY", "DES2", lambda n, t: _choice(n, t, ("DES2", "AES256")),
+         "master key type for a new external token: DES2 (PTK-C) or AES256 (CKM_WRAPKEY_AES_KWP)"),
 ]}
+
+
+def _choice(name, text, choices):
+    value = text.strip().upper()
+    if value not in choices:
+        raise ConfigError(f"{name}={text!r}: must be one of {', '.join(choices)}")
+    return value
 
 
 def _fail(name, text, why):
