@@ -63,9 +63,10 @@ _MISSING = object()
 class _Token:
     """What the layer knows of slot 0's external token once it has found it."""
 
-    def __init__(self, files, public_key):
+    def __init__(self, files, data_object):
         self.files = files
-        self.masters = {PUBLIC: public_key, PRIVATE: None}   # kind -> HSM handle
+        self.data_object = data_object
+        self.masters = {PUBLIC: None, PRIVATE: None}   # kind -> HSM handle
         self.mechanisms = {}                                  # kind -> CKM_WRAPKEY_*
 
 
@@ -234,14 +235,14 @@ class ExtToken:
                 if isinstance(value, CKRError) or not value.startswith(VALUE_PREFIX) or \
                         not value[len(VALUE_PREFIX):].isalnum():
                     raise CKRError(C.CKR_DEVICE_ERROR, "slot 0's ExtToken data object has no valid file:<name>")
-                name = value[len(VALUE_PREFIX):].decode()
+                name, data = value[len(VALUE_PREFIX):].decode(), found[0]
             else:
                 name = "et" + secrets.token_hex(8)
-                self.lower.create_object(self._loader, [
+                data = self.lower.create_object(self._loader, [
                     (C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True), (C.CKA_PRIVATE, False),
                     (C.CKA_LABEL, LABEL), (C.CKA_APPLICATION, LABEL),
                     (C.CKA_VALUE, VALUE_PREFIX + name.encode())])
-            self._token = _Token(Files(self.directory, name), None)
+            self._token = _Token(Files(self.directory, name), data)
             self._token.masters[PUBLIC] = self._find_or_make_master(PUBLIC)
         except BaseException:
             self._token = None
@@ -527,16 +528,25 @@ class ExtToken:
         with self._lock:
             if session in self._finds:
                 raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
-            found = self._find_lower(session, template)
+            token = self._setup()
+            found = [h for h in self._find_lower(session, template) if h not in self._internal()]
             wanted = dict(template)
             if wanted.get(C.CKA_TOKEN, True) is True:
-                files = self._setup().files
+                files = token.files
                 files.refresh()
                 for oid in sorted(files.candidates(wanted)):
                     entry = files.index[oid]
                     if (entry.kind == PUBLIC or self._user) and self._matches(entry, template):
                         found.append(BASE + oid)
             self._finds[session] = iter(found)
+
+    def _internal(self):
+        """The HSM's own objects of the external token, hidden from applications' finds (ctkmu
+        lists them): an application cannot mistake them for its own or destroy them by a sweep."""
+        token = self._token
+        if token is None:
+            return ()
+        return {token.data_object, *token.masters.values()}
 
     def _matches(self, entry, template):
         slow = []

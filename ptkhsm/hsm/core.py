@@ -265,6 +265,8 @@ class HSM:
             access.check_write(session, token, obj.is_token, obj.is_private)
             if not obj.attrs.get(C.CKA_DESTROYABLE, True):
                 raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not destroyable")
+            if obj.is_token and obj.attrs.get(C.CKA_DELETABLE) is False:  # PTK-C: until C_InitToken
+                raise CKRError(C.CKR_ACTION_PROHIBITED, "token object has CKA_DELETABLE FALSE")
             if obj.is_token:
                 token.store_delete(obj)
             else:

@@ -69,11 +69,8 @@ def test_private_objects_are_invisible_before_login_and_unloaded_at_logout():
     with pytest.raises(CKRError) as err:
         api.encrypt_init(s, Mechanism(C.CKM_AES_ECB), key)
     assert err.value.rv == C.CKR_KEY_HANDLE_INVALID
-    # The HSM's own three objects show, as in PTK-C; the private master key only to the user.
-    assert len(find(api, s, [(C.CKA_LABEL, b"ExtToken")])) == 2
     api.login(s, C.CKU_USER, USER_PIN)
     assert find(api, s, [(C.CKA_LABEL, b"private-key")]) == [key]
-    assert len(find(api, s, [(C.CKA_LABEL, b"ExtToken")])) == 3
     lib.finalize()
 
 
@@ -81,13 +78,16 @@ def test_master_keys_and_data_object():
     datapath, lib = fresh()
     api = lib.api
     s = user_session(api)
-    data, = find(api, s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_LABEL, b"ExtToken")])
-    value, = api.get_attributes(s, data, [C.CKA_VALUE])
+    # Applications do not see them (nothing to destroy by mistake); the HSM's token holds them.
+    assert find(api, s, [(C.CKA_LABEL, b"ExtToken")]) == []
+    hsm = api.lower
+    data, = find(hsm, s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_LABEL, b"ExtToken")])
+    value, = hsm.get_attributes(s, data, [C.CKA_VALUE])
     assert value.startswith(b"file:") and any(n.startswith(value[5:].decode()) for n in files(datapath))
-    keys = find(api, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_LABEL, b"ExtToken")])
+    keys = find(hsm, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_LABEL, b"ExtToken")])
     assert len(keys) == 2
     for key in keys:
-        assert api.get_attributes(s, key, [C.CKA_KEY_TYPE, C.CKA_WRAP, C.CKA_UNWRAP, C.CKA_ENCRYPT, C.CKA_DECRYPT,
+        assert hsm.get_attributes(s, key, [C.CKA_KEY_TYPE, C.CKA_WRAP, C.CKA_UNWRAP, C.CKA_ENCRYPT, C.CKA_DECRYPT,
                                            C.CKA_TOKEN]) == [C.CKK_DES2, True, True, False, False, True]
     lib.finalize()
 
@@ -150,8 +150,7 @@ def test_set_copy_destroy_and_read_only_sessions():
     with pytest.raises(CKRError) as err:
         api.get_attributes(s, copy, [C.CKA_LABEL])
     assert err.value.rv == C.CKR_OBJECT_HANDLE_INVALID
-    assert sorted(find(api, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_TOKEN, True)])) == sorted(
-        find(api, s, [(C.CKA_LABEL, b"ExtToken"), (C.CKA_CLASS, C.CKO_SECRET_KEY)]) + [key])
+    assert find(api, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_TOKEN, True)]) == [key]
     lib.finalize()
 
 
@@ -370,4 +369,37 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged():
     assert len(acknowledged) > 100
     # And the files are still writable after all that.
     data_object(api, s, b"after")
+    lib.finalize()
+
+
+def test_ptkc_vendor_attributes():
+    """CKA_DELETABLE FALSE keeps a token object; CKA_IMPORT / CKA_EXPORT without UNWRAP / WRAP
+    allow only the CKM_WRAPKEY_* mechanisms (slot 1: an ordinary token)."""
+    datapath, lib = fresh()
+    api = lib.api
+    api.init_token(1, b"12345678", b"one".ljust(32))
+    s = api.open_session(1, RW)
+    api.login(s, C.CKU_SO, b"12345678")
+    api.init_pin(s, USER_PIN)
+    api.logout(s)
+    api.login(s, C.CKU_USER, USER_PIN)
+    kept = data_object(api, s, b"kept")
+    locked = api.create_object(s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True), (C.CKA_DELETABLE, False)])
+    with pytest.raises(CKRError) as err:
+        api.destroy_object(s, locked)
+    assert err.value.rv == C.CKR_ACTION_PROHIBITED
+    assert api.get_attributes(s, locked, [C.CKA_DELETABLE]) == [False]
+    kek = aes_key(api, s, b"kek", bytes(range(24)), token=False, WRAP=False, UNWRAP=False, EXPORT=True, IMPORT=True)
+    subject = aes_key(api, s, b"subject", bytes(16), token=False, EXTRACTABLE=True)
+    with pytest.raises(CKRError) as err:
+        api.wrap_key(s, Mechanism(C.CKM_AES_KEY_WRAP), kek, subject)
+    assert err.value.rv == C.CKR_MECHANISM_INVALID
+    des = api.create_object(s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_KEY_TYPE, C.CKK_DES2), (C.CKA_VALUE, bytes(range(16))),
+                                (C.CKA_WRAP, False), (C.CKA_UNWRAP, False), (C.CKA_EXPORT, True), (C.CKA_IMPORT, True)])
+    blob = api.wrap_key(s, Mechanism(C.CKM_WRAPKEY_DES3_CBC), des, subject)
+    assert api.unwrap_key(s, Mechanism(C.CKM_WRAPKEY_DES3_CBC), des, blob, [])
+    with pytest.raises(CKRError) as err:
+        api.create_object(s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_KEY_TYPE, C.CKK_AES), (C.CKA_VALUE, bytes(16)),
+                              (C.CKA_KEY_SIZE, 128)])
+    assert err.value.rv == C.CKR_ATTRIBUTE_READ_ONLY
     lib.finalize()
