@@ -403,3 +403,42 @@ def test_ptkc_vendor_attributes():
                               (C.CKA_KEY_SIZE, 128)])
     assert err.value.rv == C.CKR_ATTRIBUTE_READ_ONLY
     lib.finalize()
+
+
+def test_aes256_master_keys():
+    datapath, lib = fresh(ET_PTKC_EXTTOKEN_MASTERKEY="AES256")
+    api = lib.api
+    s = user_session(api)
+    key = aes_key(api, s, b"under-aes", bytes(range(32)), SENSITIVE=False)
+    public = data_object(api, s, b"pub", b"hello")
+    lib.finalize()
+    lib = library(datapath)          # the token's own key type decides, whatever the item says now
+    api = lib.api
+    s = user_session(api)
+    assert api.get_attributes(s, key, [C.CKA_VALUE]) == [bytes(range(32))]
+    assert api.get_attributes(s, public, [C.CKA_VALUE]) == [b"hello"]
+    masters = find(api.lower, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_LABEL, b"ExtToken")])
+    assert [api.lower.get_attributes(s, m, [C.CKA_KEY_TYPE, C.CKA_VALUE_LEN]) for m in masters] == [
+        [C.CKK_AES, 32]] * 2
+    lib.finalize()
+
+
+def test_wrapkey_aes_kwp_round_trip_and_tamper():
+    datapath, lib = fresh()
+    api = lib.api
+    s = user_session(api)
+    kek = api.generate_key(s, Mechanism(C.CKM_AES_KEY_GEN), [(C.CKA_VALUE_LEN, 32), (C.CKA_WRAP, True),
+                                                             (C.CKA_UNWRAP, True)])
+    subject = aes_key(api, s, b"subject", bytes(range(16)), token=False, SENSITIVE=True, EXTRACTABLE=True)
+    blob = api.wrap_key(s, Mechanism(C.CKM_WRAPKEY_AES_KWP), kek, subject)
+    assert bytes(range(16)) not in blob
+    back = api.unwrap_key(s, Mechanism(C.CKM_WRAPKEY_AES_KWP), kek, blob, [])
+    assert api.get_attributes(s, back, [C.CKA_LABEL, C.CKA_SENSITIVE, C.CKA_CHECK_VALUE]) == \
+        api.get_attributes(s, subject, [C.CKA_LABEL, C.CKA_SENSITIVE, C.CKA_CHECK_VALUE])
+    for i in range(0, len(blob), 7):
+        bad = bytearray(blob)
+        bad[i] ^= 0x40
+        with pytest.raises(CKRError) as err:
+            api.unwrap_key(s, Mechanism(C.CKM_WRAPKEY_AES_KWP), kek, bytes(bad), [])
+        assert err.value.rv == C.CKR_SIGNATURE_INVALID
+    lib.finalize()
