@@ -102,7 +102,7 @@ def test_refused_attributes(attr, value, rv):
     api = lib.api
     s = user_session(api)
     with pytest.raises(CKRError) as err:
-        aes_key(api, s, b"refused", **{C.CKA(attr).name[4:] if attr < 0x80000000 else "EXPORT": value})
+        aes_key(api, s, b"refused", bytes(16), **{C.CKA(attr).name[4:] if attr < 0x80000000 else "EXPORT": value})
     assert err.value.rv == rv
     key = aes_key(api, s, b"ok")
     with pytest.raises(CKRError) as err:
@@ -111,6 +111,16 @@ def test_refused_attributes(attr, value, rv):
     # Session objects on slot 0 behave as on any token.
     if attr == C.CKA_EXTRACTABLE:
         aes_key(api, s, b"session", token=False, EXTRACTABLE=False)
+    lib.finalize()
+
+
+def test_generated_keys_are_made_extractable():
+    """As PTK-C: "transparently sets CKA_EXTRACTABLE to TRUE" (pkcs11-tool always asks FALSE)."""
+    datapath, lib = fresh()
+    api = lib.api
+    s = user_session(api)
+    key = aes_key(api, s, b"gen", EXTRACTABLE=False)
+    assert api.get_attributes(s, key, [C.CKA_EXTRACTABLE, C.CKA_NEVER_EXTRACTABLE]) == [True, False]
     lib.finalize()
 
 
