@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import ctperf
+from . import ctkmu, ctperf
 from . import p11kit
 
 
@@ -19,7 +19,12 @@ def main(argv=None):
     p11kit.add_parsers(sub)
     ctperf.add_arguments(sub.add_parser("ctperf", help="speed of PKCS#11 operations through the C ABI"),
                          module_path())
-    args = parser.parse_args(argv)
+    ctkmu.add_arguments(sub.add_parser("ctkmu", help="key management (PTK-C syntax), ExtToken backup"))
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "ctkmu":   # PTK-C puts the file after the options: argparse leaves it over
+        return ctkmu.command(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("register", "unregister"):
         return p11kit.command(args, module_path())
     if args.command == "ctperf":
@@ -39,3 +44,7 @@ def ctconf_main():
 
 def ctperf_main():
     sys.exit(main(["ctperf", *sys.argv[1:]]))
+
+
+def ctkmu_main():
+    sys.exit(main(["ctkmu", *sys.argv[1:]]))

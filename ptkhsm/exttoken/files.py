@@ -483,6 +483,23 @@ class Files:
         self._checkpoint()
         return before - sum(log.size() for log in self.logs if log.fd is not None)
 
+    def paths(self):
+        return [log.path for log in self.logs] + [self.ort_path, self.base + ".lock"]
+
+    def snapshot(self, progress=None):
+        """{file name: content} of the logs and the ORT, copied with no writer in between."""
+        with self._writer():
+            self._checkpoint()
+            out = {}
+            paths = [log.path for log in self.logs] + [self.ort_path]
+            for n, path in enumerate(paths, 1):
+                if os.path.exists(path):
+                    with open(path, "rb") as f:
+                        out[os.path.basename(path)] = f.read()
+                if progress:
+                    progress(n, len(paths))
+            return out
+
     def close(self):
         for log in self.logs:
             log.close()

@@ -344,8 +344,28 @@ class ExtToken:
             except CKRError:
                 pass
 
+    # -- for ctkmu, the ExtToken tool ---------------------------------------------------
     def loaded_count(self):
         return len(self._cache)
+
+    def external_files(self):
+        """The Files of slot 0's external token (needs a session on slot 0)."""
+        with self._lock:
+            return self._setup().files
+
+    def internal_objects(self):
+        """-> {"data": handle, "public": handle, "private": handle or None} (HSM objects)."""
+        with self._lock:
+            token = self._setup()
+            if self._user:
+                self._master(PRIVATE)
+            return {"data": token.data_object, "public": token.masters[PUBLIC],
+                    "private": token.masters[PRIVATE]}
+
+    def forget(self):
+        """Drop what is known of the external token (ctkmu replaced its objects or files)."""
+        with self._lock:
+            self._forget_token()
 
     # -- making external objects -----------------------------------------------------
     def _check_rw(self, session):
