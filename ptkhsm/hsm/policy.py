@@ -166,7 +166,8 @@ def _restore(template, restored):
     cls, ckk = attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE)
     if cls not in CLASS_ATTRS or (cls in TYPED_CLASSES and ckk not in KEY_TYPES):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object of an unsupported class or key type")
-    stray = [schema.name(t) for t in attrs if t not in allowed(cls, ckk if cls in TYPED_CLASSES else None)]
+    permitted = allowed(cls, ckk if cls in TYPED_CLASSES else None)
+    stray = [schema.name(t) for t in attrs if t not in permitted]
     if stray:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
     # The SO-only rule for CKA_TRUSTED is enforced where every new object is added.

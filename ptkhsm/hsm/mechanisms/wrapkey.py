@@ -82,16 +82,30 @@ def encode_attributes(entries):
 
 
 def decode_attributes(block):
-    """The inverse of encode_attributes (raises Malformed)."""
-    reader = Reader(block)
-    (count,) = _U32.unpack(reader.take(4))
-    out = []
+    """The inverse of encode_attributes (raises Malformed). Offsets into one bytes object:
+    ExtToken decodes a cryptogram every time it loads an object."""
+    data = bytes(block)
+    size = len(data)
+    if size < 4:
+        raise Malformed
+    (count,) = _U32.unpack_from(data, 0)
+    pos, out = 4, []
     for _ in range(count):
-        attr_type, length, present = _ATTR.unpack(reader.take(_ATTR.size))
-        if present not in (0, 1) or (not present and length):
+        if pos + _ATTR.size > size:
             raise Malformed
-        out.append((attr_type, reader.take(length) if present else None))
-    reader.end()
+        attr_type, length, present = _ATTR.unpack_from(data, pos)
+        pos += _ATTR.size
+        if present == 1:
+            if pos + length > size:
+                raise Malformed
+            out.append((attr_type, data[pos:pos + length]))
+            pos += length
+        elif present == 0 and not length:
+            out.append((attr_type, None))
+        else:
+            raise Malformed
+    if pos != size:
+        raise Malformed
     return out
 
 
