@@ -157,10 +157,20 @@ class ExtToken:
         with self._lock:
             self._close_loader()
             self.lower.close_everything()
-            self._slots.clear()
-            self._finds.clear()
-            self._user = False
-            self._forget_token()
+            self._drop_state()
+
+    def finalize(self):
+        """The end of the application (docs/seams.md): ours goes with it."""
+        with self._lock:
+            self._close_loader()
+            self._drop_state()
+        return self.lower.finalize()
+
+    def _drop_state(self):
+        self._slots.clear()
+        self._finds.clear()
+        self._user = False
+        self._forget_token()
 
     def _close_loader(self):
         if self._loader is not None:

@@ -452,3 +452,56 @@ def test_wrapkey_aes_kwp_round_trip_and_tamper():
             api.unwrap_key(s, Mechanism(C.CKM_WRAPKEY_AES_KWP), kek, bytes(bad), [])
         assert err.value.rv == C.CKR_SIGNATURE_INVALID
     lib.finalize()
+
+
+def test_two_processes_see_each_others_changes_and_compactions():
+    datapath, first = fresh()
+    a = first.api
+    sa = user_session(a)
+    seed = data_object(a, sa, b"seed")
+    second = library(datapath)            # another client on the same files (as another process)
+    b = second.api
+    sb = user_session(b)
+    made = data_object(b, sb, b"from-b", b"b's value")
+    assert find(a, sa, [(C.CKA_LABEL, b"from-b")]) == [made]
+    assert a.get_attributes(sa, made, [C.CKA_VALUE]) == [b"b's value"]
+    b.set_attributes(sb, made, [(C.CKA_LABEL, b"renamed")])
+    assert find(a, sa, [(C.CKA_LABEL, b"renamed")]) == [made]
+    a.destroy_object(sa, seed)
+    assert find(b, sb, [(C.CKA_LABEL, b"seed")]) == []
+    a.external_files().compact()
+    assert b.get_attributes(sb, made, [C.CKA_LABEL]) == [b"renamed"]
+    data_object(b, sb, b"after-compaction")
+    assert len(find(a, sa, [(C.CKA_LABEL, b"after-compaction")])) == 1
+    first.finalize()
+    second.finalize()
+
+
+def test_threads_share_one_layer():
+    import threading
+    datapath, lib = fresh()
+    api = lib.api
+    errors = []
+
+    def work(n):
+        try:
+            s = api.open_session(0, RW)
+            for i in range(20):
+                h = aes_key(api, s, b"t%d-%d" % (n, i), bytes([n, i]) * 8, SENSITIVE=False)
+                api.encrypt_init(s, Mechanism(C.CKM_AES_ECB), h)
+                api.encrypt(s, bytes(16), 16)
+                assert find(api, s, [(C.CKA_LABEL, b"t%d-%d" % (n, i))]) == [h]
+                if i % 2:
+                    api.destroy_object(s, h)
+        except Exception as exc:   # reported below
+            errors.append(exc)
+
+    s = user_session(api)       # the user logged in for every session of the application
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len([h for h in find(api, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY)]) if h >= BASE]) == 40
+    lib.finalize()
