@@ -340,9 +340,13 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged():
 
         def body():
             os.close(read)
-            child = library(datapath)
-            api = child.api
-            s = user_session(api)
+            try:
+                child = library(datapath)
+                api = child.api
+                s = user_session(api)
+            except BaseException as exc:   # said to the parent, so that a failure explains itself
+                os.write(write, b"X %r\n" % exc)
+                raise
             os.write(write, b"R\n")
             i = 0
             while True:
@@ -359,7 +363,8 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged():
         pid = _child(datapath, body)
         os.close(write)
         stream = os.fdopen(read, "rb")
-        assert stream.readline() == b"R\n"
+        ready = stream.readline()
+        assert ready == b"R\n", f"kill {kills}: the writer did not start: {ready!r}"
         time.sleep(rng.random() * 0.03)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -374,8 +379,14 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged():
     lib = library(datapath)
     api = lib.api
     s = user_session(api)
-    for handle, label in acknowledged.items():
-        assert api.get_attributes(s, handle, [C.CKA_LABEL]) == [label]
+    def label_of(handle):
+        try:
+            return api.get_attributes(s, handle, [C.CKA_LABEL])[0]
+        except CKRError as exc:
+            return exc
+
+    lost = {h: (label, label_of(h)) for h, label in acknowledged.items() if label_of(h) != label}
+    assert not lost, f"acknowledged objects lost: {lost}"
     assert len(acknowledged) > 100
     # And the files are still writable after all that.
     data_object(api, s, b"after")
