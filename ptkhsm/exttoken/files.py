@@ -251,7 +251,8 @@ class Files:
         for log in self.logs:
             if log.fd is not None:
                 self.max_oid = max(self.max_oid, log.header["next_oid"] - 1)
-                self._replay(log, starts.get(log.kind, _ODS_HEADER_SIZE))
+                log.end = starts.get(log.kind, _ODS_HEADER_SIZE)   # what the ORT covers is read
+                self._replay(log, log.end)
 
     def _read_ort(self):
         """Index entries from the ORT if it matches the logs -> {kind: offset to replay from}."""

@@ -484,8 +484,31 @@ def test_two_processes_see_each_others_changes_and_compactions():
     assert b.get_attributes(sb, made, [C.CKA_LABEL]) == [b"renamed"]
     data_object(b, sb, b"after-compaction")
     assert len(find(a, sa, [(C.CKA_LABEL, b"after-compaction")])) == 1
+    assert a.get_attributes(sa, made, [C.CKA_LABEL]) == [b"renamed"]   # a write after the ORT kept it
     first.finalize()
     second.finalize()
+
+
+def test_a_write_after_opening_from_the_ort_keeps_every_object():
+    """Opening from a checkpoint that covers the whole log, then writing, loses nothing."""
+    datapath, lib = fresh()
+    api = lib.api
+    s = user_session(api)
+    kept = [data_object(api, s, b"kept%d" % i) for i in range(5)]
+    api.external_files().compact()            # ends with a checkpoint of everything
+    lib.finalize()
+    for round_ in range(3):
+        lib = library(datapath)
+        api = lib.api
+        s = user_session(api)
+        kept.append(data_object(api, s, b"more%d" % round_))
+        api.external_files()._checkpoint()
+        lib.finalize()
+    lib = library(datapath)
+    api = lib.api
+    s = user_session(api)
+    assert sorted(h for h in find(api, s, [(C.CKA_CLASS, C.CKO_DATA)]) if h >= BASE) == sorted(kept)
+    lib.finalize()
 
 
 def test_threads_share_one_layer():
