@@ -508,6 +508,7 @@ def test_a_write_after_opening_from_the_ort_keeps_every_object():
     api = lib.api
     s = user_session(api)
     assert sorted(h for h in find(api, s, [(C.CKA_CLASS, C.CKO_DATA)]) if h >= BASE) == sorted(kept)
+    assert sum(api.external_files().garbage) == 0      # nothing was deleted or rewritten
     lib.finalize()
 
 
