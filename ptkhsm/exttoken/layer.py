@@ -52,11 +52,10 @@ REFUSED = {
     C.CKA_DESTROYABLE: (False, "the files are on the host: a non-destroyable object cannot be promised"),
     C.CKA_DELETABLE: (False, "the files are on the host: a non-deletable object cannot be promised"),
 }
-# Keys made in the HSM are made extractable whatever the template says (the seed: "transparently
-# sets CKA_EXTRACTABLE to TRUE"); a key brought in (created from a value, unwrapped, copied) must
-# already be extractable.
-IMPORT_REFUSED = (C.CKA_EXTRACTABLE, False, "ExtToken wraps its objects: only extractable keys can be imported")
-GENERATED, IMPORTED = "generated", "imported"
+# New keys are made extractable whatever the template says (the seed: ExtToken "transparently
+# sets CKA_EXTRACTABLE to TRUE"; pkcs11-tool always asks FALSE); an existing key brought in
+# (C_CopyObject, a CKM_WRAPKEY_* cryptogram restored) must already be extractable.
+UNEXTRACTABLE = "ExtToken wraps its objects: only extractable keys can be stored on slot 0"
 _KEEP_SECRET = (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)
 _PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9_42_DH_PARAMETER_GEN,
                   C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
@@ -383,26 +382,21 @@ class ExtToken:
             raise CKRError(C.CKR_SESSION_READ_ONLY, "token objects need a read/write session")
 
     @staticmethod
-    def _as_session_template(template, cls, origin):
+    def _as_session_template(template, cls):
         _refuse(template)
         out = [(t, v) for t, v in template if t != C.CKA_TOKEN] + [(C.CKA_TOKEN, False)]
-        if origin == IMPORTED:
-            attr, refused, why = IMPORT_REFUSED
-            if any(t == attr and bool(v) == refused for t, v in template):
-                raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {why}")
         if cls in _KEEP_SECRET:
             out = [(t, v) for t, v in out if t != C.CKA_EXTRACTABLE] + [(C.CKA_EXTRACTABLE, True)]
         return out
 
     def _external(self, session, make, specs):
-        """Make objects, storing those marked external. specs: [(template, class or None, origin, external)];
+        """Make objects, storing those marked external. specs: [(template, class or None, external)];
         make(session, templates) -> HSM handles. All external: made in a session of our own, closed
         after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
         with self._lock:
             self._check_rw(session)
             self._setup()
-            templates = [self._as_session_template(t, cls, origin) if ext else list(t)
-                         for t, cls, origin, ext in specs]
+            templates = [self._as_session_template(t, cls) if ext else list(t) for t, cls, ext in specs]
             every = all(ext for *_, ext in specs)
             target = self.lower.open_session(SLOT, RW) if every else session
             stored = []
@@ -438,7 +432,7 @@ class ExtToken:
         values = dict(zip(types, self.lower.get_attributes(self._loader, handle, types)))
         meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
         if meta.get(C.CKA_CLASS) in _KEEP_SECRET and values[C.CKA_EXTRACTABLE] is not True:
-            raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "only extractable keys can be stored on slot 0's external token")
+            raise CKRError(C.CKR_KEY_UNEXTRACTABLE, UNEXTRACTABLE)
         if values[C.CKA_TRUSTED] is True:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "external objects cannot be trusted")
         kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
@@ -451,7 +445,7 @@ class ExtToken:
         if not self._ext(session) or wanted.get(C.CKA_TOKEN) is not True:
             return self.lower.create_object(session, template)
         return self._external(session, lambda s, ts: [self.lower.create_object(s, ts[0])],
-                              [(template, wanted.get(C.CKA_CLASS), IMPORTED, True)])[0]
+                              [(template, wanted.get(C.CKA_CLASS), True)])[0]
 
     def generate_key(self, session, mechanism, template):
         wanted = dict(template)
@@ -459,7 +453,7 @@ class ExtToken:
             return self.lower.generate_key(session, mechanism, template)
         cls = C.CKO_DOMAIN_PARAMETERS if mechanism.type in _PARAMETER_GEN else C.CKO_SECRET_KEY
         return self._external(session, lambda s, ts: [self.lower.generate_key(s, mechanism, ts[0])],
-                              [(template, cls, GENERATED, True)])[0]
+                              [(template, cls, True)])[0]
 
     def generate_key_pair(self, session, mechanism, public_template, private_template):
         external = [dict(t).get(C.CKA_TOKEN) is True for t in (public_template, private_template)]
@@ -467,8 +461,8 @@ class ExtToken:
             return self.lower.generate_key_pair(session, mechanism, public_template, private_template)
         return tuple(self._external(
             session, lambda s, ts: self.lower.generate_key_pair(s, mechanism, ts[0], ts[1]),
-            [(public_template, C.CKO_PUBLIC_KEY, GENERATED, external[0]),
-             (private_template, C.CKO_PRIVATE_KEY, GENERATED, external[1])]))
+            [(public_template, C.CKO_PUBLIC_KEY, external[0]),
+             (private_template, C.CKO_PRIVATE_KEY, external[1])]))
 
     def copy_object(self, session, obj_handle, template):
         if not self._ext(session):
@@ -479,7 +473,7 @@ class ExtToken:
             if dict(template).get(C.CKA_TOKEN, from_token) is not True:
                 return self.lower.copy_object(session, source, template)
             return self._external(session, lambda s, ts: [self.lower.copy_object(s, self._resolve(
-                session, obj_handle), ts[0])], [(template, None, IMPORTED, True)])[0]
+                session, obj_handle), ts[0])], [(template, None, True)])[0]
 
     def derive_key(self, session, mechanism, base_handle, template):
         if not self._ext(session):
@@ -490,7 +484,7 @@ class ExtToken:
                                               self._resolve(session, base_handle, C.CKR_KEY_HANDLE_INVALID), ts[0])]
             if dict(template).get(C.CKA_TOKEN) is not True:
                 return derive(session, [template])[0]
-            return self._external(session, derive, [(template, C.CKO_SECRET_KEY, GENERATED, True)])[0]
+            return self._external(session, derive, [(template, C.CKO_SECRET_KEY, True)])[0]
 
     def unwrap_key(self, session, mechanism, unwrapping_handle, wrapped, template):
         if not self._ext(session):
@@ -501,7 +495,7 @@ class ExtToken:
                 return [self.lower.unwrap_key(s, mechanism, key, wrapped, ts[0])]
             token = dict(template).get(C.CKA_TOKEN)
             if token is True:
-                return self._external(session, unwrap, [(template, dict(template).get(C.CKA_CLASS), IMPORTED, True)])[0]
+                return self._external(session, unwrap, [(template, dict(template).get(C.CKA_CLASS), True)])[0]
             handle = unwrap(session, [template])[0]
             if token is None and mechanism.type in _RESTORING and \
                     self.lower.get_attributes(session, handle, [C.CKA_TOKEN])[0] is True:
@@ -528,7 +522,7 @@ class ExtToken:
             return self.lower.set_attributes(session, obj_handle, template)
         _refuse(template)
         if any(t == C.CKA_EXTRACTABLE and not v for t, v in template):
-            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {IMPORT_REFUSED[2]}")
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {UNEXTRACTABLE}")
         changes = []
         for attr_type, value in template:
             if attr_type == C.CKA_TOKEN:
