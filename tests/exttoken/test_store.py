@@ -543,3 +543,13 @@ def test_threads_share_one_layer():
     assert not errors
     assert len([h for h in find(api, s, [(C.CKA_CLASS, C.CKO_SECRET_KEY)]) if h >= BASE]) == 40
     lib.finalize()
+
+
+def test_disabled_slot_0_is_an_ordinary_token():
+    datapath, lib = fresh(ET_PTKC_EXTTOKEN_ENABLE="0")
+    api = lib.api
+    s = user_session(api)
+    key = aes_key(api, s, b"plain", EXTRACTABLE=False)
+    assert key < BASE and api.get_attributes(s, key, [C.CKA_EXTRACTABLE]) == [False]
+    assert not os.path.exists(os.path.join(datapath, "exttoken"))
+    lib.finalize()
