@@ -18,7 +18,7 @@ from .. import constants as C
 from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
-from .objects import Handles, Obj, matches
+from .objects import Handles, Obj, ObjectTable, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
@@ -50,7 +50,9 @@ class HSM:
                                  admin_label=_pad(f"AdminToken({self.serial})", 32)))
         self.sessions = {}
         self.slot_sessions = [{} for _ in self.tokens]  # slot -> {handle: Session}, the same sessions
-        self.session_objects = {}  # handle -> Obj
+        # handle -> Obj, indexed by label and ID like the tokens' tables: ExtToken keeps its loaded
+        # objects here, so a find by label must not cost the number of session objects.
+        self.session_objects = ObjectTable()
         self._next_session = Handles()
         self._lock = threading.RLock()
 
@@ -311,7 +313,7 @@ class HSM:
         with self._lock:
             token.ensure_loaded()
             candidates = token.objects.candidates(template) + [
-                o for o in self.session_objects.values() if o.slot == token.slot_id]
+                o for o in self.session_objects.candidates(template) if o.slot == token.slot_id]
             found = [o.handle for o in candidates
                      if access.can_see(token, o) and matches(o.attrs, template)]
         session.begin(FIND, iter(found))
