@@ -19,8 +19,12 @@ class Java:
         slot = re.search(r"^Slot \d+ \((0x[0-9a-f]+)\):.*\n\s+token label\s*:\s*" + TOKEN_LABEL, listing, re.M)
         assert slot, listing
         self.config = token.dir / "sunpkcs11.cfg"
+        # keytool makes its key pair as session objects, then copies them to the token. On
+        # ptkhsm's slot 0 (an external token, docs/exttoken.md) only extractable keys can be
+        # stored, as on PTK-C: SunPKCS11's usual setting for such a token.
         self.config.write_text(f"name = {token.module.name}\nlibrary = {token.module.path}\n"
-                               f"slot = {int(slot.group(1), 16)}\n")
+                               f"slot = {int(slot.group(1), 16)}\n"
+                               "attributes(generate, CKO_PRIVATE_KEY, *) = {\n  CKA_EXTRACTABLE = true\n}\n")
         self.classes = token.dir / "java-classes"
         self._made = set()
 

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import ctperf
+from . import ctkmu, ctperf
 from . import install
 from . import p11kit
 
@@ -32,7 +32,12 @@ def main(argv=None):
     where.add_argument("--unix", metavar="PATH", help="a unix-domain socket instead of TCP")
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (default ET_HSM_NETSERVER_WORKERS, 0: one per CPU)")
-    args = parser.parse_args(argv)
+    ctkmu.add_arguments(sub.add_parser("ctkmu", help="key management (PTK-C syntax), ExtToken backup"))
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "ctkmu":   # PTK-C puts the file after the options: argparse leaves it over
+        return ctkmu.command(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return _serve(args)
     if args.command in ("register", "unregister"):
@@ -77,3 +82,7 @@ def _serve(args):
     except (ConfigError, OSError, ValueError) as exc:
         print(f"ptkhsm serve: {exc}", file=sys.stderr)
         return 1
+
+
+def ctkmu_main():
+    sys.exit(main(["ctkmu", *sys.argv[1:]]))

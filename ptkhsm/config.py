@@ -71,7 +71,13 @@ ITEMS = {item.name: item for item in [
     Item("ET_PTKC_SW_PIN_KDF_ITERATIONS", 20000, _int_range(1000, 10_000_000),
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
-         "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+         "treat slot 0 as an external token (its token objects kept on the host, docs/exttoken.md)"),
+    Item("ET_PTKC_EXTTOKEN_PATH", None, _path,
+         "directory of the ExtToken ODS/ORT files (default: <ET_PTKC_SW_DATAPATH>/exttoken)"),
+    Item("ET_PTKC_EXTTOKEN_MAXLOADED", 1024, _int_range(2, 10_000_000),
+         "external objects kept unwrapped in the HSM at once, least used unloaded first"),
+    Item("ET_PTKC_EXTTOKEN_MASTERKEY", "DES2", lambda n, t: _choice(n, t, ("DES2", "AES256")),
+         "master key type for a new external token: DES2 (PTK-C) or AES256 (CKM_WRAPKEY_AES_KWP)"),
     Item("ET_HSM_NETCLIENT_SERVERLIST", (), lambda n, t: _server_list(n, t),
          "servers of `ptkhsm serve` (space-separated host[:port] or /path/of/unix.socket); "
          "empty: the embedded HSM"),
@@ -92,6 +98,7 @@ ITEMS = {item.name: item for item in [
     Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
          "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
 ]}
+
 
 def _library_mode(name, text):
     # PTK-C falls back to NORMAL on an invalid value; we say so instead (no silent default).
@@ -145,6 +152,13 @@ def _server_list(name, text):
 class _Address(tuple):
     def __str__(self):
         return self[1] if self[0] == "unix" else f"{self[1]}:{self[2]}"
+
+
+def _choice(name, text, choices):
+    value = text.strip().upper()
+    if value not in choices:
+        raise ConfigError(f"{name}={text!r}: must be one of {', '.join(choices)}")
+    return value
 
 
 def _fail(name, text, why):

@@ -99,6 +99,13 @@ SCHEMA = {
     C.CKA_HW_FEATURE_TYPE: (ULONG, 0),
     C.CKA_MECHANISM_TYPE: (ULONG, 0),
     C.CKA_PROFILE_ID: (ULONG, 0),
+    # PTK-C vendor attributes (docs/exttoken.md, "Vendor attributes").
+    C.CKA_EXPORT: (BOOL, MUTABLE),
+    C.CKA_EXPORTABLE: (BOOL, FALSE_ONLY | MUTABLE),
+    C.CKA_DELETABLE: (BOOL, COPY_SET),
+    C.CKA_IMPORT: (BOOL, MUTABLE),
+    C.CKA_KEY_SIZE: (ULONG, READ_ONLY),
+    C.CKA_USAGE_COUNT: (ULONG, READ_ONLY),
 }
 
 

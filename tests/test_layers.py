@@ -68,3 +68,12 @@ def test_leaf_modules_import_nothing_above():
             inner = [n for n in names if n.startswith("ptkhsm.")
                      and not any(n == leaf or n.startswith(leaf + ".") for leaf in leaves)]
             assert not inner, (module, inner)
+
+
+def test_exttoken_uses_only_the_client_interface():
+    """ExtToken stacks on the lower api (docs/seams.md): it never reaches into the HSM, its
+    store or the ABI, so it works the same over the network transport."""
+    for module, names in modules():
+        if module.startswith("ptkhsm.exttoken"):
+            bad = [n for n in names if n.startswith(("ptkhsm.hsm", "ptkhsm.abi", "ptkhsm.cryptoki", "cffi"))]
+            assert not bad, (module, bad)

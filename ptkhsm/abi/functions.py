@@ -63,6 +63,7 @@ def api():
 def C_Initialize(pInitArgs):
     from ..cryptoki.client import Cryptoki
     from ..errors import ConfigError
+    from ..exttoken import stack
 
     if pInitArgs != NULL:
         args = ffi.cast("CK_C_INITIALIZE_ARGS *", pInitArgs)[0]
@@ -80,7 +81,7 @@ def C_Initialize(pInitArgs):
             _state["library"] = None
         lib.ptkhsm_fork_handled()
         try:
-            _state["library"] = Cryptoki()
+            _state["library"] = stack(Cryptoki())
         except ConfigError as exc:
             logger.error("configuration: %s", exc)
             raise CKRError(C.CKR_GENERAL_ERROR, str(exc)) from None

@@ -18,7 +18,7 @@ from .. import constants as C
 from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
-from .objects import SESSION_HANDLES, Handles, Obj, matches
+from .objects import SESSION_HANDLES, Handles, Obj, ObjectTable, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
 from .store.db import Store
 from .token import PinPolicy, Token
@@ -109,7 +109,9 @@ class Application:
         self.tokens = [AppToken(token) for token in hsm.tokens]
         self.sessions = {}
         self.slot_sessions = [{} for _ in self.tokens]  # slot -> {handle: Session}, the same sessions
-        self.session_objects = {}  # handle -> Obj
+        # handle -> Obj, indexed by label and ID like the tokens' tables: ExtToken keeps its loaded
+        # objects here, so a find by label must not cost the number of session objects.
+        self.session_objects = ObjectTable()
         self._next_session = hsm.session_handles
         self._lock = hsm._lock
 
@@ -325,6 +327,8 @@ class Application:
             access.check_write(session, token, obj.is_token, obj.is_private)
             if not obj.attrs.get(C.CKA_DESTROYABLE, True):
                 raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not destroyable")
+            if obj.is_token and obj.attrs.get(C.CKA_DELETABLE) is False:  # PTK-C: until C_InitToken
+                raise CKRError(C.CKR_ACTION_PROHIBITED, "token object has CKA_DELETABLE FALSE")
             if obj.is_token:
                 token.store_delete(obj)
             else:
@@ -368,7 +372,7 @@ class Application:
         with self._lock:
             token.ensure_loaded()
             candidates = token.objects.candidates(template) + [
-                o for o in self.session_objects.values() if o.slot == token.slot_id]
+                o for o in self.session_objects.candidates(template) if o.slot == token.slot_id]
             found = [o.handle for o in candidates
                      if access.can_see(token, o) and matches(o.attrs, template)]
         session.begin(FIND, iter(found))

@@ -52,6 +52,11 @@ def _row_for(kind, mechanism):
     return row
 
 
+# PTK-C's CKA_EXPORT / CKA_IMPORT: with CKA_WRAP / CKA_UNWRAP FALSE, a key may still wrap or
+# unwrap whole objects (CKM_WRAPKEY_*), nothing else.
+VENDOR_USAGE = {"wrap": C.CKA_EXPORT, "unwrap": C.CKA_IMPORT}
+
+
 def check_key(kind, row, key):
     # A key passes or fails the same way until its attributes change, which drops key.cache.
     passed = ("checked", kind, row.ckm)
@@ -63,7 +68,11 @@ def check_key(kind, row, key):
     if ckk not in row.key_types:
         raise CKRError(type_error, f"{name(row.ckm)} does not take this key type")
     if usage is not None and not key.attrs.get(usage):
-        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key does not allow {kind}")
+        vendor = VENDOR_USAGE.get(kind)
+        if vendor is None or not key.attrs.get(vendor):
+            raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key does not allow {kind}")
+        if not row.info.get("object"):   # PTK-C: CKA_IMPORT/EXPORT alone allow CKM_WRAPKEY_* only
+            raise CKRError(C.CKR_MECHANISM_INVALID, f"{schema.name(vendor)} allows only the CKM_WRAPKEY_* mechanisms")
     allowed = key.attrs.get(C.CKA_ALLOWED_MECHANISMS)
     if allowed and row.ckm not in allowed:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"{name(row.ckm)} not in CKA_ALLOWED_MECHANISMS")

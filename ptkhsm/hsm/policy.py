@@ -16,7 +16,7 @@ from ..errors import CKRError
 from .mechanisms import KEY_TYPES, key_type
 
 STORAGE = {C.CKA_CLASS, C.CKA_TOKEN, C.CKA_PRIVATE, C.CKA_MODIFIABLE, C.CKA_LABEL,
-           C.CKA_COPYABLE, C.CKA_DESTROYABLE, C.CKA_UNIQUE_ID}
+           C.CKA_COPYABLE, C.CKA_DESTROYABLE, C.CKA_UNIQUE_ID, C.CKA_DELETABLE}
 KEY = STORAGE | {C.CKA_KEY_TYPE, C.CKA_ID, C.CKA_START_DATE, C.CKA_END_DATE, C.CKA_DERIVE,
                  C.CKA_LOCAL, C.CKA_KEY_GEN_MECHANISM, C.CKA_ALLOWED_MECHANISMS}
 CLASS_ATTRS = {
@@ -42,6 +42,12 @@ CLASS_ATTRS = {
         C.CKA_UNWRAP_TEMPLATE, C.CKA_DERIVE_TEMPLATE},
     C.CKO_DOMAIN_PARAMETERS: STORAGE | {C.CKA_KEY_TYPE, C.CKA_LOCAL},
 }
+# PTK-C vendor attributes: who may wrap (EXPORT) and unwrap (IMPORT) the CKM_WRAPKEY_* way.
+for _cls in (C.CKO_PUBLIC_KEY, C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):   # set by PTK-C's token only
+    CLASS_ATTRS[_cls] |= {C.CKA_KEY_SIZE, C.CKA_USAGE_COUNT}
+CLASS_ATTRS[C.CKO_PUBLIC_KEY] |= {C.CKA_EXPORT}
+CLASS_ATTRS[C.CKO_PRIVATE_KEY] |= {C.CKA_IMPORT, C.CKA_EXPORTABLE}
+CLASS_ATTRS[C.CKO_SECRET_KEY] |= {C.CKA_EXPORT, C.CKA_IMPORT, C.CKA_EXPORTABLE}
 KEY_CLASSES = (C.CKO_PUBLIC_KEY, C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY)
 # Classes whose attributes depend on CKA_KEY_TYPE (the key type handler adds its own).
 TYPED_CLASSES = KEY_CLASSES + (C.CKO_DOMAIN_PARAMETERS,)
@@ -169,7 +175,8 @@ def _restore(template, restored):
     cls, ckk = attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE)
     if cls not in CLASS_ATTRS or (cls in TYPED_CLASSES and ckk not in KEY_TYPES):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object of an unsupported class or key type")
-    stray = [schema.name(t) for t in attrs if t not in allowed(cls, ckk if cls in TYPED_CLASSES else None)]
+    permitted = allowed(cls, ckk if cls in TYPED_CLASSES else None)
+    stray = [schema.name(t) for t in attrs if t not in permitted]
     if stray:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
     # check_so_only runs where every new object is added (the HSM knows who is logged in).

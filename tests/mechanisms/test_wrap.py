@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-from conftest import SO_PIN, USER_PIN
+from conftest import SO_PIN, USER_PIN, init_token
 from ptkhsm import constants as C
 
 from . import raw
@@ -26,18 +26,22 @@ from .test_symmetric import RFC3394, RFC5649, _tdes_records
 
 READABLE = {Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
 TRUSTED_LABEL = "wrap-test trusted kek"
+SLOT1_LABEL = "wrap-test slot 1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def trusted_kek(token):
-    """A public token AES key with CKA_TRUSTED, made by the SO before any user session of
-    this module opens (the SO and the user cannot be logged in at once)."""
+@pytest.fixture(scope="module")
+def trusted_session(lib):
+    """A user session on slot 1 holding a public token AES key with CKA_TRUSTED, made by the SO
+    first (the SO and the user cannot be logged in at once). Slot 1: slot 0 is the external
+    token, whose objects cannot be trusted (docs/exttoken.md)."""
+    init_token(slot=1, label=SLOT1_LABEL)
+    token = lib.get_token(token_label=SLOT1_LABEL)
     with token.open(rw=True, so_pin=SO_PIN) as so:
         so.create_object({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
                           Attribute.VALUE: bytes(range(32)), Attribute.TOKEN: True, Attribute.PRIVATE: False,
                           Attribute.TRUSTED: True, Attribute.WRAP: True, Attribute.LABEL: TRUSTED_LABEL})
-    yield
     with token.open(rw=True, user_pin=USER_PIN) as session:
+        yield session
         session.get_key(label=TRUSTED_LABEL).destroy()
 
 
@@ -210,8 +214,9 @@ def test_extractable(s):
     assert len(kek.wrap_key(sensitive, mechanism=Mechanism.AES_KEY_WRAP)) == 24
 
 
-def test_wrap_with_trusted(s):
+def test_wrap_with_trusted(trusted_session):
     """A CKA_WRAP_WITH_TRUSTED key wraps only under a CKA_TRUSTED key (which only the SO sets)."""
+    s = trusted_session
     subject = secret(s, KeyType.AES, bytes(16), WRAP_WITH_TRUSTED=True)
     with pytest.raises(pkcs11.KeyNotWrappable):
         _kek(s, bytes(range(32))).wrap_key(subject, mechanism=Mechanism.AES_KEY_WRAP)

@@ -231,7 +231,7 @@ class HashThenSign:
 def _load_families():
     from . import aes, digest, ec, hmac, rsa  # noqa: F401  (each registers its rows)
     from . import ecdh, eddsa  # noqa: F401
-    from . import aes_wrap, cmac, des, wrapkey  # noqa: F401
+    from . import aes_wrap, cmac, des, wrapkey, wrapkey_aes  # noqa: F401
     from . import aes_mac, dh, dsa  # noqa: F401
     from . import derive  # noqa: F401  (last: its generic rows take every secret key type)
 

@@ -38,21 +38,21 @@ _U32 = struct.Struct(">I")
 _ATTR = struct.Struct(">IIB")  # type, length, present
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """Anything wrong with the cryptogram before it is authenticated."""
 
 
-def _field(data):
+def field(data):
     return _U32.pack(len(data)) + data
 
 
-class _Reader:
+class Reader:
     def __init__(self, data):
         self._data, self._pos = bytes(data), 0
 
     def take(self, size):
         if self._pos + size > len(self._data):
-            raise _Malformed
+            raise Malformed
         out = self._data[self._pos:self._pos + size]
         self._pos += size
         return out
@@ -65,7 +65,7 @@ class _Reader:
 
     def end(self):
         if self._pos != len(self._data):
-            raise _Malformed
+            raise Malformed
 
 
 def _is_secret(attr_type):
@@ -82,16 +82,30 @@ def encode_attributes(entries):
 
 
 def decode_attributes(block):
-    """The inverse of encode_attributes (raises _Malformed)."""
-    reader = _Reader(block)
-    (count,) = _U32.unpack(reader.take(4))
-    out = []
+    """The inverse of encode_attributes (raises Malformed). Offsets into one bytes object:
+    ExtToken decodes a cryptogram every time it loads an object."""
+    data = bytes(block)
+    size = len(data)
+    if size < 4:
+        raise Malformed
+    (count,) = _U32.unpack_from(data, 0)
+    pos, out = 4, []
     for _ in range(count):
-        attr_type, length, present = _ATTR.unpack(reader.take(_ATTR.size))
-        if present not in (0, 1) or (not present and length):
-            raise _Malformed
-        out.append((attr_type, reader.take(length) if present else None))
-    reader.end()
+        if pos + _ATTR.size > size:
+            raise Malformed
+        attr_type, length, present = _ATTR.unpack_from(data, pos)
+        pos += _ATTR.size
+        if present == 1:
+            if pos + length > size:
+                raise Malformed
+            out.append((attr_type, data[pos:pos + length]))
+            pos += length
+        elif present == 0 and not length:
+            out.append((attr_type, None))
+        else:
+            raise Malformed
+    if pos != size:
+        raise Malformed
     return out
 
 
@@ -109,9 +123,25 @@ def _value(attr_type, raw):
     if schema.kind_of(attr_type) == schema.TEMPLATE:
         entries = decode_attributes(raw)
         if any(r is None for _, r in entries):
-            raise _Malformed
+            raise Malformed
         return tuple((t, _value(t, r)) for t, r in entries)
     return schema.decode(attr_type, raw)
+
+
+def split(attrs):
+    """An object's attributes -> (clear block, secret block): key material only in the second."""
+    items = sorted(attrs.items(), key=lambda item: item[0])
+    clear = [(t, None if _is_secret(t) else _raw(t, v)) for t, v in items]
+    secret = [(t, _raw(t, v)) for t, v in items if _is_secret(t)]
+    return encode_attributes(clear), encode_attributes(secret)
+
+
+def decode_object(clear_block, secret_block):
+    """The authenticated blocks -> attributes, or CKR_WRAPPED_KEY_INVALID if built wrong."""
+    try:
+        return restore(decode_attributes(clear_block), decode_attributes(secret_block))
+    except (Malformed, CKRError):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object is not well formed") from None
 
 
 def _des3_cbc_pad(value, iv, data, encrypt):
@@ -133,43 +163,39 @@ def _mac(key, data):
 
 class WrapKey:
     def wrap(self, row, wrapping_key, param, attrs):
-        items = sorted(attrs.items(), key=lambda item: item[0])
-        clear = [(t, None if _is_secret(t) else _raw(t, v)) for t, v in items]
-        secret = [(t, _raw(t, v)) for t, v in items if _is_secret(t)]
+        clear, secret = split(attrs)
         mac_key, iv = des.random_key(MAC_KEY_LEN), os.urandom(des.BLOCK)
-        inner = _field(mac_key) + _field(encode_attributes(secret))
+        inner = field(mac_key) + field(secret)
         encrypted = _des3_cbc_pad(wrapping_key.attrs[C.CKA_VALUE], iv, inner, encrypt=True)
-        body = _field(VERSION) + _field(iv) + _field(encrypted) + _field(encode_attributes(clear))
-        return body + _field(_mac(mac_key, body).finalize())
+        body = field(VERSION) + field(iv) + field(encrypted) + field(clear)
+        return body + field(_mac(mac_key, body).finalize())
 
     def unwrap(self, row, key, param, wrapped):
         try:
-            reader = _Reader(wrapped)
+            reader = Reader(wrapped)
             version, iv, encrypted, clear_block = [reader.field() for _ in range(4)]
             body = reader.consumed()
             tag = reader.field()
             reader.end()
             if version != VERSION or len(iv) != des.BLOCK:
-                raise _Malformed
-            inner = _Reader(_des3_cbc_pad(key.attrs[C.CKA_VALUE], iv, encrypted, encrypt=False))
+                raise Malformed
+            inner = Reader(_des3_cbc_pad(key.attrs[C.CKA_VALUE], iv, encrypted, encrypt=False))
             mac_key, secret_block = inner.field(), inner.field()
             inner.end()
             if len(mac_key) != MAC_KEY_LEN:
-                raise _Malformed
+                raise Malformed
             _mac(mac_key, body).verify(tag)
-        except (_Malformed, ValueError, InvalidSignature):
+        except (Malformed, ValueError, InvalidSignature):
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
         # Authenticated from here: what fails now was built wrong, not changed in transit.
-        try:
-            return _attributes(decode_attributes(clear_block), decode_attributes(secret_block))
-        except (_Malformed, CKRError):
-            raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object is not well formed") from None
+        return decode_object(clear_block, secret_block)
 
 
-def _attributes(clear, secret):
+def restore(clear, secret):
+    """The object's attributes from the decoded clear and secret blocks (raises Malformed)."""
     absent = {t for t, raw in clear if raw is None}
     if absent != {t for t, _ in secret} or len(secret) != len(absent) or len(clear) != len({t for t, _ in clear}):
-        raise _Malformed
+        raise Malformed
     return {t: _value(t, raw) for t, raw in clear + secret if raw is not None}
 
 

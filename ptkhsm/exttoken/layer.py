@@ -1,0 +1,650 @@
+"""The ExtToken layer: slot 0's token objects live on the host, wrapped under
+master keys that never leave the HSM (docs/exttoken.md).
+
+It takes the client interface below it (docs/seams.md) and implements the
+same one. Calls on other slots, session objects and the HSM's own token
+objects of slot 0 pass straight through; what it owns is the objects an
+application makes on slot 0 with CKA_TOKEN=TRUE ("external objects"):
+
+- made in the HSM as session objects (a short-lived session of the layer's
+  own), wrapped with CKM_WRAPKEY_DES3_CBC (or _AES_KWP) under the public or
+  private master key, appended to the ODS; the application gets a virtual
+  handle, BASE + the object's id, the same in every session and process;
+- unwrapped into the HSM as a session object of the layer's loader session
+  when first used, and kept in an LRU cache of ET_PTKC_EXTTOKEN_MAXLOADED
+  objects (an OrderedDict: O(1) per use whatever its size);
+- found from the index on the fast-find attributes without unwrapping.
+
+Only the lower api's public methods are used, so the layer works unchanged
+over the network transport.
+"""
+
+import fcntl
+import itertools
+import os
+import secrets
+import threading
+from collections import OrderedDict
+
+from .. import constants as C
+from .. import mechparams as P
+from .. import schema
+from ..errors import CKRError
+from ..log import logger
+from .files import FAST, PRIVATE, PUBLIC, Files
+
+SLOT = 0
+BASE = 0x40000000          # virtual handles: BASE + object id (HSM handles stay below)
+LABEL = b"ExtToken"
+VALUE_PREFIX = b"file:"
+RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
+# Master key types -> the whole-object wrapping mechanism used with them.
+WRAPKEY = {C.CKK_DES2: C.CKM_WRAPKEY_DES3_CBC, C.CKK_AES: C.CKM_WRAPKEY_AES_KWP}
+MASTER_KEYS = {  # ET_PTKC_EXTTOKEN_MASTERKEY -> (key generation mechanism, extra template)
+    "DES2": (C.CKM_DES2_KEY_GEN, ((C.CKA_KEY_TYPE, C.CKK_DES2),)),
+    "AES256": (C.CKM_AES_KEY_GEN, ((C.CKA_KEY_TYPE, C.CKK_AES), (C.CKA_VALUE_LEN, 32))),
+}
+# Values an external object cannot have, and why (the seed's rules, and ours).
+REFUSED = {
+    C.CKA_EXPORT: (True, "external objects cannot export other keys"),
+    C.CKA_TRUSTED: (True, "external objects cannot be trusted"),
+    C.CKA_WRAP_WITH_TRUSTED: (True, "the master keys are not trusted keys"),
+    C.CKA_DESTROYABLE: (False, "the files are on the host: a non-destroyable object cannot be promised"),
+    C.CKA_DELETABLE: (False, "the files are on the host: a non-deletable object cannot be promised"),
+}
+# New keys are made extractable whatever the template says (the seed: ExtToken "transparently
+# sets CKA_EXTRACTABLE to TRUE"; pkcs11-tool always asks FALSE); an existing key brought in
+# (C_CopyObject, a CKM_WRAPKEY_* cryptogram restored) must already be extractable.
+UNEXTRACTABLE = "ExtToken wraps its objects: only extractable keys can be stored on slot 0"
+_KEEP_SECRET = (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)
+_PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9_42_DH_PARAMETER_GEN,
+                  C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
+_RESTORING = (C.CKM_WRAPKEY_DES3_CBC, C.CKM_WRAPKEY_AES_KWP)
+_MISSING = object()
+
+
+class _Token:
+    """What the layer knows of slot 0's external token once it has found it."""
+
+    def __init__(self, files, data_object):
+        self.files = files
+        self.data_object = data_object
+        self.masters = {PUBLIC: None, PRIVATE: None}   # kind -> HSM handle
+        self.mechanisms = {}                                  # kind -> CKM_WRAPKEY_*
+
+
+def _refuse(template):
+    for attr_type, value in template:
+        refused = REFUSED.get(attr_type)
+        if refused is not None and bool(value) == refused[0]:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID,
+                           f"{schema.name(attr_type)}={refused[0]} on slot 0's external token: {refused[1]}")
+
+
+class ExtToken:
+    def __init__(self, lower, config):
+        self.lower = lower
+        self.directory = config.get("ET_PTKC_EXTTOKEN_PATH") or os.path.join(
+            config.get("ET_PTKC_SW_DATAPATH"), "exttoken")
+        self.max_loaded = config.get("ET_PTKC_EXTTOKEN_MAXLOADED")
+        self.master_kind = config.get("ET_PTKC_EXTTOKEN_MASTERKEY")
+        self._lock = threading.RLock()
+        self._slots = {}              # session handle -> slot, for the application's sessions
+        self._finds = {}              # slot-0 session -> iterator over the handles found
+        self._loader = None           # the layer's own session on slot 0 (while the app has one)
+        self._user = False            # the user is logged in on slot 0
+        self._token = None
+        self._cache = OrderedDict()   # object id -> (record offset, HSM handle), least used first
+        self._loaded = {}             # HSM handle -> object id
+
+    def __getattr__(self, name):
+        # Everything that never names a slot-0 object (slot and mechanism info, PINs,
+        # data steps of operations, random numbers) is the lower api's.
+        return getattr(self.lower, name)
+
+    def _ext(self, session):
+        return self._slots.get(session) == SLOT
+
+    # -- slots, tokens, sessions, login --------------------------------------------
+    def token_info(self, slot_id):
+        info = self.lower.token_info(slot_id)
+        if slot_id == SLOT and self._loader is not None:   # the loader is ours, not the app's
+            info = dict(info, sessions=info["sessions"] - 1, rw_sessions=info["rw_sessions"] - 1)
+        return info
+
+    def init_token(self, slot_id, so_pin, label):
+        self.lower.init_token(slot_id, so_pin, label)
+        if slot_id == SLOT:
+            with self._lock:
+                self._forget_token()
+
+    def open_session(self, slot_id, flags):
+        handle = self.lower.open_session(slot_id, flags)
+        with self._lock:
+            self._slots[handle] = slot_id
+            if slot_id == SLOT and self._loader is None:
+                try:
+                    self._loader = self.lower.open_session(SLOT, RW)
+                except CKRError:
+                    self.lower.close_session(handle)
+                    del self._slots[handle]
+                    raise
+        return handle
+
+    def close_session(self, handle):
+        with self._lock:
+            if self._ext(handle) and sum(1 for s in self._slots.values() if s == SLOT) == 1:
+                self._close_loader()       # before the app's last one, so the HSM logs out as usual
+            self.lower.close_session(handle)
+            self._slots.pop(handle, None)
+            self._finds.pop(handle, None)
+            if not any(s == SLOT for s in self._slots.values()):
+                self._user = False
+
+    def close_all_sessions(self, slot_id):
+        with self._lock:
+            if slot_id == SLOT:
+                self._close_loader()
+            self.lower.close_all_sessions(slot_id)
+            for handle in [h for h, s in self._slots.items() if s == slot_id]:
+                del self._slots[handle]
+                self._finds.pop(handle, None)
+            if slot_id == SLOT:
+                self._user = False
+
+    def close_everything(self):
+        with self._lock:
+            self._close_loader()
+            self.lower.close_everything()
+            self._drop_state()
+
+    def finalize(self):
+        """The end of the application (docs/seams.md): ours goes with it."""
+        with self._lock:
+            self._close_loader()
+            self._drop_state()
+        return self.lower.finalize()
+
+    def _drop_state(self):
+        self._slots.clear()
+        self._finds.clear()
+        self._user = False
+        self._forget_token()
+
+    def _close_loader(self):
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            try:
+                self.lower.close_session(loader)    # its session objects, the loaded copies, go with it
+            except CKRError:
+                pass
+        self._cache.clear()
+        self._loaded.clear()
+
+    def _forget_token(self):
+        if self._token is not None:
+            self._token.files.close()
+        self._token = None
+        for oid in list(self._cache):
+            self._unload(oid)
+
+    def login(self, handle, user_type, pin):
+        self.lower.login(handle, user_type, pin)
+        if self._ext(handle) and user_type in (C.CKU_USER, C.CKU_SO):
+            with self._lock:
+                self._user = user_type == C.CKU_USER
+                if self._user:
+                    try:   # the private master key is made once the user is there
+                        self._master(PRIVATE)
+                    except CKRError as exc:
+                        logger.warning("ExtToken: private master key not available: %s", exc)
+
+    def logout(self, handle):
+        if not self._ext(handle):
+            return self.lower.logout(handle)
+        with self._lock:
+            # Unload private objects while they can still be destroyed.
+            for oid in [o for o in self._cache if self._is_private(o)]:
+                self._unload(oid)
+            self.lower.logout(handle)
+            self._user = False
+
+    def _is_private(self, oid):
+        entry = self._token.files.index.get(oid) if self._token else None
+        return entry is None or entry.kind == PRIVATE
+
+    # -- the external token: data object, master keys, files -------------------------
+    def _find_lower(self, session, template):
+        self.lower.find_init(session, template)
+        try:
+            out = []
+            while True:
+                part = self.lower.find(session, 1024)
+                if not part:
+                    break
+                out.extend(part)
+        finally:
+            self.lower.find_final(session)
+        return [h for h in out if h not in self._loaded]
+
+    def _setup_lock(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, "setup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)   # two processes must not both create the objects
+        return fd
+
+    def _setup(self):
+        """The external token of slot 0, its objects created when missing."""
+        if self._token is not None:
+            return self._token
+        if self._loader is None:
+            raise CKRError(C.CKR_SESSION_HANDLE_INVALID, "no session on slot 0")
+        lock = self._setup_lock()
+        try:
+            found = self._find_lower(self._loader, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True),
+                                                     (C.CKA_LABEL, LABEL)])
+            if found:
+                value = self.lower.get_attributes(self._loader, found[0], [C.CKA_VALUE])[0]
+                if isinstance(value, CKRError) or not value.startswith(VALUE_PREFIX) or \
+                        not value[len(VALUE_PREFIX):].isalnum():
+                    raise CKRError(C.CKR_DEVICE_ERROR, "slot 0's ExtToken data object has no valid file:<name>")
+                name, data = value[len(VALUE_PREFIX):].decode(), found[0]
+            else:
+                name = "et" + secrets.token_hex(8)
+                data = self.lower.create_object(self._loader, [
+                    (C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True), (C.CKA_PRIVATE, False),
+                    (C.CKA_LABEL, LABEL), (C.CKA_APPLICATION, LABEL),
+                    (C.CKA_VALUE, VALUE_PREFIX + name.encode())])
+            self._token = _Token(Files(self.directory, name), data)
+            self._token.masters[PUBLIC] = self._find_or_make_master(PUBLIC)
+        except BaseException:
+            self._token = None
+            raise
+        finally:
+            os.close(lock)
+        return self._token
+
+    def _find_or_make_master(self, kind):
+        template = [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_TOKEN, True), (C.CKA_LABEL, LABEL),
+                    (C.CKA_PRIVATE, kind == PRIVATE)]
+        found = self._find_lower(self._loader, template)
+        if not found:
+            mechanism, extra = MASTER_KEYS[self.master_kind]
+            found = [self.lower.generate_key(self._loader, P.Mechanism(mechanism), template + list(extra) + [
+                (C.CKA_WRAP, True), (C.CKA_UNWRAP, True), (C.CKA_ENCRYPT, False), (C.CKA_DECRYPT, False),
+                (C.CKA_SIGN, False), (C.CKA_VERIFY, False), (C.CKA_DERIVE, False),
+                (C.CKA_SENSITIVE, True), (C.CKA_EXTRACTABLE, True), (C.CKA_MODIFIABLE, False)])]
+        token = self._token
+        for handle in found:   # several (two processes racing before the lock existed): the files decide
+            ckk, kvc = self.lower.get_attributes(self._loader, handle, [C.CKA_KEY_TYPE, C.CKA_CHECK_VALUE])
+            if ckk not in WRAPKEY or isinstance(kvc, CKRError):
+                continue
+            if token.files.kvc(kind) in (None, kvc) or handle == found[-1]:
+                token.mechanisms[kind] = token.files.ensure_log(kind, WRAPKEY[ckk], kvc)
+                return handle
+        raise CKRError(C.CKR_DEVICE_ERROR, "slot 0's ExtToken master key is not a DES2 or AES key")
+
+    def _master(self, kind):
+        token = self._setup()
+        if token.masters[kind] is None:
+            if not self._user:
+                raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user logged in")
+            lock = self._setup_lock()
+            try:
+                token.masters[kind] = self._find_or_make_master(kind)
+            finally:
+                os.close(lock)
+        return token.masters[kind]
+
+    # -- external objects: handles, loading, the cache ---------------------------------
+    def _entry(self, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
+        files = self._setup().files
+        files.refresh()
+        entry = files.index.get(handle - BASE)
+        if entry is None or (entry.kind == PRIVATE and not self._user):
+            raise CKRError(error, f"object {handle}")
+        return entry
+
+    def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
+        """A handle the application gave -> the HSM's handle (loading an external object)."""
+        if handle < BASE or not self._ext(session):
+            return handle
+        return self._load(self._entry(handle, error))
+
+    def _mechanism(self, session, mechanism):
+        if P.kind_of(mechanism.type) == P.KEY_HANDLE and isinstance(mechanism.param, int):
+            return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID))
+        return mechanism
+
+    def _load(self, entry):
+        cached = self._cache.get(entry.oid)
+        if cached is not None:
+            if cached[0] == entry.offset:
+                self._cache.move_to_end(entry.oid)
+                return cached[1]
+            self._unload(entry.oid)            # rewritten since (by us or another process)
+        if entry.damaged:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken object {entry.oid}: its record is damaged; not loaded")
+        token = self._setup()
+        master = self._master(entry.kind)
+        cryptogram = token.files.cryptogram(entry)
+        try:
+            handle = self.lower.unwrap_key(self._loader, P.Mechanism(token.mechanisms[entry.kind]), master,
+                                           cryptogram, [(C.CKA_TOKEN, False)])
+        except CKRError as exc:
+            if exc.rv not in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
+                raise
+            logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
+                         entry.oid, token.files.logs[entry.kind].path)
+            raise CKRError(C.CKR_DEVICE_ERROR,
+                           f"ExtToken object {entry.oid}: its cryptogram does not verify; not loaded") from None
+        self._cache[entry.oid] = (entry.offset, handle)
+        self._loaded[handle] = entry.oid
+        while len(self._cache) > self.max_loaded:
+            self._unload(next(iter(self._cache)))
+        return handle
+
+    def _unload(self, oid):
+        _, handle = self._cache.pop(oid)
+        del self._loaded[handle]
+        if self._loader is not None:
+            try:
+                self.lower.destroy_object(self._loader, handle)
+            except CKRError:
+                pass
+
+    # -- for ctkmu, the ExtToken tool ---------------------------------------------------
+    def loaded_count(self):
+        return len(self._cache)
+
+    def external_files(self):
+        """The Files of slot 0's external token (needs a session on slot 0)."""
+        with self._lock:
+            return self._setup().files
+
+    def internal_objects(self):
+        """-> {"data": handle, "public": handle, "private": handle or None} (HSM objects)."""
+        with self._lock:
+            token = self._setup()
+            if self._user:
+                self._master(PRIVATE)
+            return {"data": token.data_object, "public": token.masters[PUBLIC],
+                    "private": token.masters[PRIVATE]}
+
+    def forget(self):
+        """Drop what is known of the external token (ctkmu replaced its objects or files)."""
+        with self._lock:
+            self._forget_token()
+
+    # -- making external objects -----------------------------------------------------
+    def _check_rw(self, session):
+        if not self.lower.session_info(session)[2] & C.CKF_RW_SESSION:
+            raise CKRError(C.CKR_SESSION_READ_ONLY, "token objects need a read/write session")
+
+    @staticmethod
+    def _as_session_template(template, cls):
+        _refuse(template)
+        out = [(t, v) for t, v in template if t != C.CKA_TOKEN] + [(C.CKA_TOKEN, False)]
+        if cls in _KEEP_SECRET:
+            out = [(t, v) for t, v in out if t != C.CKA_EXTRACTABLE] + [(C.CKA_EXTRACTABLE, True)]
+        return out
+
+    def _external(self, session, make, specs):
+        """Make objects, storing those marked external. specs: [(template, class or None, external)];
+        make(session, templates) -> HSM handles. All external: made in a session of our own, closed
+        after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
+        with self._lock:
+            self._check_rw(session)
+            self._setup()
+            templates = [self._as_session_template(t, cls) if ext else list(t) for t, cls, ext in specs]
+            every = all(ext for *_, ext in specs)
+            target = self.lower.open_session(SLOT, RW) if every else session
+            stored = []
+            try:
+                handles = list(make(target, templates))
+                out = []
+                for handle, (*_, ext) in zip(handles, specs):
+                    if ext:
+                        stored.append(self._store(handle))
+                        out.append(stored[-1])
+                    else:
+                        out.append(handle)
+                if not every:
+                    for handle, (*_, ext) in zip(handles, specs):
+                        if ext:
+                            self.lower.destroy_object(session, handle)
+                return out
+            except BaseException:
+                for handle in stored:
+                    try:
+                        self._token.files.delete(handle - BASE)
+                    except CKRError:
+                        pass
+                raise
+            finally:
+                if every:
+                    self.lower.close_session(target)
+
+    def _store(self, handle, oid=None):
+        """Wrap an HSM object under its master key and append it -> virtual handle."""
+        token = self._token
+        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED)
+        values = dict(zip(types, self.lower.get_attributes(self._loader, handle, types)))
+        meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
+        if meta.get(C.CKA_CLASS) in _KEEP_SECRET and values[C.CKA_EXTRACTABLE] is not True:
+            raise CKRError(C.CKR_KEY_UNEXTRACTABLE, UNEXTRACTABLE)
+        if values[C.CKA_TRUSTED] is True:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "external objects cannot be trusted")
+        kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
+        master = self._master(kind)
+        cryptogram = self.lower.wrap_key(self._loader, P.Mechanism(token.mechanisms[kind]), master, handle)
+        return BASE + token.files.put(oid, kind, meta, cryptogram)
+
+    def create_object(self, session, template):
+        wanted = dict(template)
+        if not self._ext(session) or wanted.get(C.CKA_TOKEN) is not True:
+            return self.lower.create_object(session, template)
+        return self._external(session, lambda s, ts: [self.lower.create_object(s, ts[0])],
+                              [(template, wanted.get(C.CKA_CLASS), True)])[0]
+
+    def generate_key(self, session, mechanism, template):
+        wanted = dict(template)
+        if not self._ext(session) or wanted.get(C.CKA_TOKEN) is not True:
+            return self.lower.generate_key(session, mechanism, template)
+        cls = C.CKO_DOMAIN_PARAMETERS if mechanism.type in _PARAMETER_GEN else C.CKO_SECRET_KEY
+        return self._external(session, lambda s, ts: [self.lower.generate_key(s, mechanism, ts[0])],
+                              [(template, cls, True)])[0]
+
+    def generate_key_pair(self, session, mechanism, public_template, private_template):
+        external = [dict(t).get(C.CKA_TOKEN) is True for t in (public_template, private_template)]
+        if not self._ext(session) or not any(external):
+            return self.lower.generate_key_pair(session, mechanism, public_template, private_template)
+        return tuple(self._external(
+            session, lambda s, ts: self.lower.generate_key_pair(s, mechanism, ts[0], ts[1]),
+            [(public_template, C.CKO_PUBLIC_KEY, external[0]),
+             (private_template, C.CKO_PRIVATE_KEY, external[1])]))
+
+    def copy_object(self, session, obj_handle, template):
+        if not self._ext(session):
+            return self.lower.copy_object(session, obj_handle, template)
+        with self._lock:
+            source = self._resolve(session, obj_handle)
+            from_token = obj_handle >= BASE or self.lower.get_attributes(session, source, [C.CKA_TOKEN])[0] is True
+            if dict(template).get(C.CKA_TOKEN, from_token) is not True:
+                return self.lower.copy_object(session, source, template)
+            return self._external(session, lambda s, ts: [self.lower.copy_object(s, self._resolve(
+                session, obj_handle), ts[0])], [(template, None, True)])[0]
+
+    def derive_key(self, session, mechanism, base_handle, template):
+        if not self._ext(session):
+            return self.lower.derive_key(session, mechanism, base_handle, template)
+        with self._lock:
+            def derive(s, ts):
+                return [self.lower.derive_key(s, self._mechanism(session, mechanism),
+                                              self._resolve(session, base_handle, C.CKR_KEY_HANDLE_INVALID), ts[0])]
+            if dict(template).get(C.CKA_TOKEN) is not True:
+                return derive(session, [template])[0]
+            return self._external(session, derive, [(template, C.CKO_SECRET_KEY, True)])[0]
+
+    def unwrap_key(self, session, mechanism, unwrapping_handle, wrapped, template):
+        if not self._ext(session):
+            return self.lower.unwrap_key(session, mechanism, unwrapping_handle, wrapped, template)
+        with self._lock:
+            def unwrap(s, ts):
+                key = self._resolve(session, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+                return [self.lower.unwrap_key(s, mechanism, key, wrapped, ts[0])]
+            token = dict(template).get(C.CKA_TOKEN)
+            if token is True:
+                return self._external(session, unwrap, [(template, dict(template).get(C.CKA_CLASS), True)])[0]
+            handle = unwrap(session, [template])[0]
+            if token is None and mechanism.type in _RESTORING and \
+                    self.lower.get_attributes(session, handle, [C.CKA_TOKEN])[0] is True:
+                # A whole object restored as the token object it was: it belongs outside.
+                try:
+                    return self._store(handle)
+                finally:
+                    self.lower.destroy_object(session, handle)
+            return handle
+
+    # -- changing, destroying, reading -----------------------------------------------
+    def destroy_object(self, session, obj_handle):
+        if obj_handle < BASE or not self._ext(session):
+            return self.lower.destroy_object(session, obj_handle)
+        with self._lock:
+            entry = self._entry(obj_handle)
+            self._check_rw(session)
+            self._token.files.delete(entry.oid)
+            if entry.oid in self._cache:
+                self._unload(entry.oid)
+
+    def set_attributes(self, session, obj_handle, template):
+        if obj_handle < BASE or not self._ext(session):
+            return self.lower.set_attributes(session, obj_handle, template)
+        _refuse(template)
+        if any(t == C.CKA_EXTRACTABLE and not v for t, v in template):
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {UNEXTRACTABLE}")
+        changes = []
+        for attr_type, value in template:
+            if attr_type == C.CKA_TOKEN:
+                if value is not True:
+                    raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_TOKEN cannot be changed")
+                continue
+            changes.append((attr_type, value))
+        with self._lock:
+            entry = self._entry(obj_handle)
+            self._check_rw(session)
+            handle = self._load(entry)
+            try:
+                self.lower.set_attributes(session, handle, changes)
+                self._store(handle, entry.oid)
+                self._cache[entry.oid] = (self._token.files.index[entry.oid].offset, handle)
+            except BaseException:
+                self._unload(entry.oid)     # the loaded copy may be ahead of the file
+                raise
+
+    def get_attributes(self, session, obj_handle, types):
+        if obj_handle < BASE or not self._ext(session):
+            return self.lower.get_attributes(session, obj_handle, types)
+        with self._lock:
+            entry = self._entry(obj_handle)
+            if all(t == C.CKA_TOKEN or t in entry.meta for t in types):
+                return [True if t == C.CKA_TOKEN else entry.meta[t] for t in types]
+            out = self.lower.get_attributes(session, self._load(entry), types)
+        return [True if t == C.CKA_TOKEN and not isinstance(v, CKRError) else v for t, v in zip(types, out)]
+
+    def object_size(self, session, obj_handle):
+        with self._lock:
+            return self.lower.object_size(session, self._resolve(session, obj_handle))
+
+    # -- finding ---------------------------------------------------------------------
+    def find_init(self, session, template):
+        if not self._ext(session):
+            return self.lower.find_init(session, template)
+        template = list(template)
+        with self._lock:
+            if session in self._finds:
+                raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
+            token = self._setup()
+            found = [h for h in self._find_lower(session, template) if h not in self._internal()]
+            wanted = dict(template)
+            if wanted.get(C.CKA_TOKEN, True) is True:
+                files = token.files
+                files.refresh()
+                # Public objects first, then private ones, each in creation order: the HSM's order.
+                entries = sorted((files.index[oid] for oid in files.candidates(wanted)),
+                                 key=lambda e: (e.kind, e.oid))
+                for entry in entries:
+                    if (entry.kind == PUBLIC or self._user) and self._matches(entry, template):
+                        found.append(BASE + entry.oid)
+            self._finds[session] = iter(found)
+
+    def _internal(self):
+        """The HSM's own objects of the external token, hidden from applications' finds (ctkmu
+        lists them): an application cannot mistake them for its own or destroy them by a sweep."""
+        token = self._token
+        if token is None:
+            return ()
+        return {token.data_object, *token.masters.values()}
+
+    def _matches(self, entry, template):
+        slow = []
+        for attr_type, value in template:
+            if attr_type == C.CKA_TOKEN:
+                if value is not True:
+                    return False
+            elif attr_type in FAST:
+                if entry.meta.get(attr_type, _MISSING) != value:
+                    return False
+            else:
+                slow.append((attr_type, value))
+        if not slow:
+            return True
+        try:
+            handle = self._load(entry)
+        except CKRError as exc:
+            logger.warning("ExtToken: find skips object %d: %s", entry.oid, exc)
+            return False
+        values = self.lower.get_attributes(self._loader, handle, [t for t, _ in slow])
+        return all(not isinstance(v, CKRError) and v == want for v, (_, want) in zip(values, slow))
+
+    def find(self, session, max_count):
+        found = self._finds.get(session)
+        if found is None:
+            return self.lower.find(session, max_count)
+        return list(itertools.islice(found, max_count))
+
+    def find_final(self, session):
+        if self._finds.pop(session, None) is None:
+            return self.lower.find_final(session)
+
+    def cancel(self, session, flags):
+        self.lower.cancel(session, flags)
+        if flags & C.CKF_FIND_OBJECTS:
+            self._finds.pop(session, None)
+
+    # -- operations with keys ----------------------------------------------------------
+    def digest_key(self, session, key):
+        with self._lock:
+            return self.lower.digest_key(session, self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+
+    def wrap_key(self, session, mechanism, wrapping_handle, key_handle):
+        with self._lock:
+            return self.lower.wrap_key(
+                session, self._mechanism(session, mechanism),
+                self._resolve(session, wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
+                self._resolve(session, key_handle, C.CKR_KEY_HANDLE_INVALID))
+
+
+def _keyed_init(name):
+    def init(self, session, mechanism, key):
+        if not self._ext(session):
+            return getattr(self.lower, name)(session, mechanism, key)
+        with self._lock:
+            return getattr(self.lower, name)(session, self._mechanism(session, mechanism),
+                                             self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+    init.__name__ = name
+    return init
+
+
+for _name in ("encrypt_init", "decrypt_init", "sign_init", "verify_init"):
+    setattr(ExtToken, _name, _keyed_init(_name))
