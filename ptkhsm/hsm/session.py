@@ -13,6 +13,7 @@ with CKR_OPERATION_NOT_INITIALIZED: no multi-part operation is active.
 """
 
 from .. import constants as C
+from .. import gate
 from ..errors import CKRError
 
 ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY, FIND = "encrypt", "decrypt", "digest", "sign", "verify", "find"
@@ -24,8 +25,15 @@ ONESHOT, UPDATE, FINAL = "oneshot", "update", "final"
 _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a multi-part operation
 
 
+# Private-key operations of these families take a millisecond or more outside the
+# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile.
+_LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH))
+# So does work on this much data.
+_LONG_DATA = 1 << 16
+
+
 class Active:
-    __slots__ = ("op", "pending", "key", "needs_context_login", "mode")
+    __slots__ = ("op", "pending", "key", "needs_context_login", "mode", "long")
 
     def __init__(self, op, key=None):
         self.op = op
@@ -33,6 +41,8 @@ class Active:
         self.pending = None  # (input, output) held back by a length query
         self.key = key
         self.needs_context_login = key is not None and bool(key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
+        self.long = key is not None and key.attrs.get(C.CKA_CLASS) == C.CKO_PRIVATE_KEY \
+            and key.attrs.get(C.CKA_KEY_TYPE) in _LONG_KEY_TYPES
 
 
 class Session:
@@ -78,6 +88,8 @@ class Session:
         the operation once their output is delivered.
         """
         state = self.active(kind, _MODE[step])
+        if state.long or (data is not None and len(data) >= _LONG_DATA):
+            gate.let_others_in()
         if state.pending is not None and state.pending[0] == data:
             result = state.pending[1]
         else:
@@ -98,6 +110,8 @@ class Session:
         """Run an operation step that has no output: an UPDATE, a single-part C_Verify
         (ONESHOT) or a FINAL step; all but updates end the operation."""
         state = self.active(kind, _MODE[step])
+        if state.long or (args and args[0] is not None and len(args[0]) >= _LONG_DATA):
+            gate.let_others_in()
         try:
             result = getattr(state.op, step)(*args)
         except BaseException:

@@ -13,6 +13,7 @@ import threading
 
 from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
 from ...errors import CKRError
+from ... import gate
 
 SCHEMA_VERSION = 1
 
@@ -83,6 +84,7 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction(self):
+        gate.let_others_in()  # the commit waits for the disk
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
