@@ -20,6 +20,9 @@ from ptkhsm import __version__, ctperf
 from ptkhsm.cli import module_path
 from ptkhsm.pngchart import ratio_chart
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gil_floor  # noqa: E402  (tools/ is not a package)
+
 # (op, threads, minimum ratio ptkhsm / SoftHSMv2)
 RATIO_GOALS = [
     ("rsa2048-sign", 1, 1.0), ("aes-gcm-1m", 1, 1.0),
@@ -92,7 +95,7 @@ def _verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
-def report(results, a, b, pairs, args, rss):
+def report(results, a, b, pairs, args, rss, floor):
     get = lambda op, n=1, who=a: results.get((who, op, n))  # noqa: E731
     lines = [
         "# Performance: ptkhsm and SoftHSMv2 through the C ABI",
@@ -151,6 +154,13 @@ def report(results, a, b, pairs, args, rss):
         met = all(x is not None and x >= 1.0 for x in (per(two), per(eight), versus))
         lines.append(f"| {op} | {_cell(one)} | {_cell(two)} | {_cell(eight)} | {_fmt(per(two), 2)}x "
                      f"| {_fmt(per(eight), 2)}x | {_cell(theirs)} | {_fmt(versus, 2)}x | {_verdict(met)} |")
+    lines += ["", "The same work in a bare Python loop calling `cryptography` on 1, 2 and 8 threads "
+              "(tools/gil_floor.py, same run): what threads give any engine that runs in one Python process.", "",
+              "| operation | x1 ops/s | x2 ops/s | x8 ops/s | x2 / x1 | x8 / x1 |", "|---|---:|---:|---:|---:|---:|"]
+    for op in sorted({op for op, _ in floor}):
+        one, two, eight = (floor.get((op, n)) for n in THREADS)
+        lines.append(f"| {op} | {_fmt(one)} | {_fmt(two)} | {_fmt(eight)} | {_fmt(two / one, 2)}x "
+                     f"| {_fmt(eight / one, 2)}x |")
 
     lines += ["", "## Every test", "",
               "ms/op is 1000 / ops/s over all threads; p50/p99 are single-call latencies of the median run.", "",
@@ -234,7 +244,8 @@ def main(argv=None):
     bars = [(ctperf.test_name(op, n), ctperf.ratio(results, a, b, op, n), goals.get((op, n)))
             for op, n in pairs if (b, op, n) in results]
     ratio_chart(png, f"{a} / {b}: ops/s ratio ({args.seconds:g} s, median of {args.repeat})", bars)
-    out.write_text(report(results, a, b, pairs, args, rss))
+    floor = gil_floor.run(args.seconds, THREADS)
+    out.write_text(report(results, a, b, pairs, args, rss, floor))
     print(f"bench: wrote {out} and {png}", file=sys.stderr)
     return 0
 
