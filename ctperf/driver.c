@@ -445,19 +445,22 @@ static CK_RV op_aes_cbc(struct worker *w)
     return CKR_OK;
 }
 
-static CK_RV op_aes_gcm(struct worker *w)
+static CK_RV aes_gcm(struct worker *w, CK_ULONG size)
 {
     CK_BYTE iv[12] = {0};
     CK_GCM_PARAMS p = {iv, sizeof iv, 96, NULL, 0, 128};
     CK_MECHANISM m = {CKM_AES_GCM, &p, sizeof p};
-    CK_ULONG len = (1 << 20) + 16;
+    CK_ULONG len = size + 16;
     unsigned long n = ++w->counter;
     memcpy(iv, &w->index, sizeof w->index);   /* a fresh IV per call and thread */
     memcpy(iv + 4, &n, sizeof n);
     RUN(P11->C_EncryptInit(w->s, &m, w->c->key), "C_EncryptInit");
-    RUN(P11->C_Encrypt(w->s, w->c->input, 1 << 20, w->out, &len), "C_Encrypt");
+    RUN(P11->C_Encrypt(w->s, w->c->input, size, w->out, &len), "C_Encrypt");
     return CKR_OK;
 }
+
+static CK_RV op_aes_gcm(struct worker *w) { return aes_gcm(w, 1 << 20); }
+static CK_RV op_aes_gcm_4k(struct worker *w) { return aes_gcm(w, 4096); }
 
 static CK_RV op_hmac(struct worker *w)
 {
@@ -659,6 +662,7 @@ static const struct op OPS[] = {
     {"getattr", setup_rsa, op_getattr, 0, 0},
     {"aes-cbc-1k", setup_aes, op_aes_cbc, 1024, 1024},
     {"aes-gcm-1m", setup_aes, op_aes_gcm, 1 << 20, (1 << 20) + 16},
+    {"aes-gcm-4k", setup_aes, op_aes_gcm_4k, 4096, 4096 + 16},
     {"hmac-sha256-64", setup_hmac, op_hmac, 64, 32},
     {"rsa2048-sign", setup_rsa, op_rsa_sign, DATA_LEN, 512},
     {"rsa2048-verify", setup_rsa, op_rsa_verify, DATA_LEN, 0},

@@ -43,6 +43,7 @@ TESTS = {
     "getattr": "C_GetAttributeValue CKA_LABEL + CKA_MODULUS",
     "aes-cbc-1k": "AES-256-CBC encrypt 1 KiB (init + encrypt)",
     "aes-gcm-1m": "AES-256-GCM encrypt 1 MiB (init + encrypt)",
+    "aes-gcm-4k": "AES-256-GCM encrypt 4 KiB (init + encrypt)",
     "hmac-sha256-64": "HMAC-SHA256 of 64 bytes (init + sign)",
     "rsa2048-sign": "RSA-2048 sign, SHA256-RSA-PKCS, 32 bytes",
     "rsa2048-verify": "RSA-2048 verify, SHA256-RSA-PKCS, 32 bytes",

@@ -129,6 +129,7 @@ int ptkhsm_fork_pending(void);
 void ptkhsm_fork_handled(void);
 const char *ptkhsm_shim_version(void);
 const char *ptkhsm_shim_sitedirs(void);
+void ptkhsm_let_others_in(void);
 """
 
 _FUNC = re.compile(r"CK_PKCS11_FUNCTION_INFO\((\w+)\)\s*#ifdef CK_NEED_ARG_LIST\s*\((.*?)\);\s*#endif", re.S)
@@ -175,7 +176,9 @@ def _wrappers():
             "    if (ptkhsm_forked)\n        return CKR_CRYPTOKI_NOT_INITIALIZED;\n"
         forked = "    if (ptkhsm_broken)\n        return CKR_GENERAL_ERROR;\n" + forked
         lines.append(f"CK_RV {name}({decl}) {{\n{forked}"
+                     f"    ptkhsm_gate_enter();\n"
                      f"    CK_RV rv = ptk_{name}({call});\n"
+                     f"    ptkhsm_let_others_in();\n"
                      f"    return ptkhsm_ready ? rv : CKR_GENERAL_ERROR;\n}}")
     return "\n".join(lines)
 

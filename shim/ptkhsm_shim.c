@@ -31,7 +31,42 @@ void ptkhsm_mark_ready(void) { ptkhsm_ready = 1; }
  * CKR_CRYPTOKI_NOT_INITIALIZED, answered here without entering Python (and
  * without a getpid() on every call). */
 static volatile int ptkhsm_forked = 0;
-static void ptkhsm_on_fork_child(void) { ptkhsm_forked = 1; }
+
+/* The gate: one C thread at a time runs Python. Threads that would fight
+ * over the GIL on every short call (a hand-off per call-in, call-out and
+ * every short OpenSSL call that releases it) sleep on this mutex instead,
+ * and the thread inside keeps the GIL uncontended. A call that will spend
+ * long outside the GIL (RSA, key generation, a PIN's KDF, a disk write, a
+ * network round trip) opens the gate early through ptkhsm.gate, so long
+ * operations still run side by side. A thread that already holds the GIL
+ * (a Python host calling without releasing it) never waits here: waiting
+ * for the gate while holding the GIL would deadlock with the thread inside. */
+static pthread_mutex_t ptkhsm_gate = PTHREAD_MUTEX_INITIALIZER;
+static __thread int ptkhsm_inside;
+
+static void ptkhsm_gate_enter(void)
+{
+    if (Py_IsInitialized() && PyGILState_Check())
+        return;
+    pthread_mutex_lock(&ptkhsm_gate);
+    ptkhsm_inside = 1;
+}
+
+void ptkhsm_let_others_in(void)
+{
+    if (ptkhsm_inside) {
+        ptkhsm_inside = 0;
+        pthread_mutex_unlock(&ptkhsm_gate);
+    }
+}
+
+static void ptkhsm_on_fork_child(void)
+{
+    ptkhsm_forked = 1;
+    /* the child has only the forking thread: whoever held the gate is gone */
+    pthread_mutex_init(&ptkhsm_gate, NULL);
+    ptkhsm_inside = 0;
+}
 int ptkhsm_fork_pending(void) { return ptkhsm_forked; }
 void ptkhsm_fork_handled(void) { ptkhsm_forked = 0; }
 const char *ptkhsm_shim_version(void) { return PTKHSM_VERSION; }

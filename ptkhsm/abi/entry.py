@@ -15,6 +15,8 @@ def attach(ffi, lib, names):
         raise ImportError(f"libptkhsm.so {shim_version} does not match the ptkhsm package {__version__}: "
                           f"reinstall ptkhsm (and run `ptkhsm install` again for an installed copy)")
     from . import functions
+    from .. import gate
+    gate.install(lib.ptkhsm_let_others_in)
     missing = set(names) - functions.IMPLEMENTED
     extra = functions.IMPLEMENTED - set(names)
     if missing or extra:

@@ -15,6 +15,7 @@ import os
 import threading
 
 from .. import constants as C
+from .. import gate
 from ..errors import CKRError
 from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
@@ -483,6 +484,7 @@ class Application:
         session, token = self._session(handle)
         public_template = policy.as_dict(public_template)
         private_template = policy.as_dict(private_template)
+        gate.let_others_in()  # RSA, DSA and DH pairs take milliseconds outside the GIL
         ckk, public_material, private_material = operations.generate_pair(
             mechanism, public_template, private_template)
         public = policy.new_object(public_template, policy.GENERATE, C.CKO_PUBLIC_KEY, ckk,

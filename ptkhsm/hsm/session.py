@@ -16,6 +16,7 @@ import contextlib
 import threading
 
 from .. import constants as C
+from .. import gate
 from ..errors import CKRError
 
 ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY, FIND = "encrypt", "decrypt", "digest", "sign", "verify", "find"
@@ -27,8 +28,15 @@ ONESHOT, UPDATE, FINAL = "oneshot", "update", "final"
 _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a multi-part operation
 
 
+# Private-key operations of these families take a millisecond or more outside the
+# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile.
+_LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH))
+# So does work on this much data.
+_LONG_DATA = 1 << 16
+
+
 class Active:
-    __slots__ = ("op", "pending", "key", "needs_context_login", "mode")
+    __slots__ = ("op", "pending", "key", "needs_context_login", "mode", "long")
 
     def __init__(self, op, key=None):
         self.op = op
@@ -36,6 +44,8 @@ class Active:
         self.pending = None  # (step, input, output) held back by a length query
         self.key = key
         self.needs_context_login = key is not None and bool(key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
+        self.long = key is not None and key.attrs.get(C.CKA_CLASS) == C.CKO_PRIVATE_KEY \
+            and key.attrs.get(C.CKA_KEY_TYPE) in _LONG_KEY_TYPES
 
 
 class Session:
@@ -104,6 +114,8 @@ class Session:
         """
         with self.lock:
             state = self.active(kind, _MODE[step])
+            if state.long or (data is not None and len(data) >= _LONG_DATA):
+                gate.let_others_in()
             if state.pending is not None:
                 result = self._repeated(kind, state, step, data)
             else:
@@ -134,6 +146,8 @@ class Session:
         (ONESHOT) or a FINAL step; all but updates end the operation."""
         with self.lock:
             state = self.active(kind, _MODE[step])
+            if state.long or (args and args[0] is not None and len(args[0]) >= _LONG_DATA):
+                gate.let_others_in()
             if state.pending is not None:
                 self._repeated(kind, state, step, None)
             try:

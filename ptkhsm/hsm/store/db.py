@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 
+from ... import gate
 from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
 from ...errors import CKRError
 from . import files, sealing
@@ -139,6 +140,7 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction(self):
+        gate.let_others_in()  # the commit waits for the disk
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from ... import gate
+
 NONCE = 12
 
 
@@ -31,6 +33,7 @@ def new_data_key():
 
 
 def pin_key(pin, salt, iterations):
+    gate.let_others_in()  # milliseconds of KDF outside the GIL
     kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
     return kdf.derive(pin)
 
