@@ -60,3 +60,11 @@ def test_leaf_modules_import_nothing_above():
             inner = [n for n in names if n.startswith("ptkhsm.")
                      and not any(n == leaf or n.startswith(leaf + ".") for leaf in leaves)]
             assert not inner, (module, inner)
+
+
+def test_sms_is_shared_by_client_and_hsm_and_imports_neither():
+    for module, names in modules():
+        if module.startswith("ptkhsm.sms"):
+            inner = [n for n in names if n.startswith("ptkhsm.") and not n.startswith(
+                ("ptkhsm.sms", "ptkhsm.constants", "ptkhsm.errors"))]
+            assert not inner, (module, inner)
