@@ -77,3 +77,11 @@ def test_exttoken_uses_only_the_client_interface():
         if module.startswith("ptkhsm.exttoken"):
             bad = [n for n in names if n.startswith(("ptkhsm.hsm", "ptkhsm.abi", "ptkhsm.cryptoki", "cffi"))]
             assert not bad, (module, bad)
+
+
+def test_sms_is_shared_by_client_and_hsm_and_imports_neither():
+    for module, names in modules():
+        if module.startswith("ptkhsm.sms"):
+            inner = [n for n in names if n.startswith("ptkhsm.") and not n.startswith(
+                ("ptkhsm.sms", "ptkhsm.constants", "ptkhsm.errors"))]
+            assert not inner, (module, inner)

@@ -1,0 +1,459 @@
+"""An SMS channel: the handshake that makes its keys and the records it protects.
+
+The design and its reasons are in docs/sms.md. In short:
+
+- Handshake (client speaks first): HELLO carries the mode the client insists
+  on (ADH2 or legacy ADH), a 32-byte nonce and an ephemeral DH public value;
+  ACCEPT carries the HSM's nonce, its ephemeral public value, serial, firmware
+  version, security flags and identity key, and an ECDSA P-521 / SHA-512
+  signature of the transcript by that key. Both sides then prove the keys
+  (FINISHED, an HMAC of the transcript, client first): bilateral key
+  confirmation. A client that pins the HSM's identity fingerprint fails
+  closed on any other identity; one that does not behaves as PTK-C's
+  anonymous DH does.
+- Keys: the DH secret goes through SP 800-56C's one-step KDF (SHA-512) into a
+  channel master secret bound to the transcript; each epoch's keys come from
+  it through SP 800-108's KDF in counter mode (HMAC-SHA-512): one encryption
+  and one MAC key per direction. Legacy ADH makes a triple-length DES key
+  (SHA-1 KDF) and uses 3DES and HMAC-SHA-1 the same way.
+- Records: header (version, kind, protection, epoch, sequence number,
+  length), then the body, encrypted (AES-256-CTR / 3DES-CBC) when asked, and
+  a MAC (HMAC-SHA-512/256 / HMAC-SHA-1) over header and body when asked;
+  encryption always carries a MAC. Sequence numbers run per direction from 0:
+  a record out of order, repeated, cut or altered ends the channel.
+- Rollover: the client counts the cipher blocks it encrypts and decrypts and
+  the channel's age; past ET_PTKC_SMS_BLOCKS or ET_PTKC_SMS_HOURS its next
+  request uses the next epoch's keys, and the HSM answers in that epoch. No
+  round trip, no call fails. The HSM ends a channel whose client runs past
+  twice the limit without rolling over.
+"""
+
+import hmac
+import os
+import struct
+import time
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import dh, ec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+
+from .. import constants as C
+from ..errors import CKRError
+from . import groups
+
+VERSION = 1
+ADH, ADH2 = 1, 2
+MODE_NAMES = {"ADH": ADH, "ADH2": ADH2}
+LEGACY_FIRMWARE_BELOW = (5, 1, 0)  # PTK-C: firmware 5.01.00 and newer speaks ADH2 only
+
+# record kinds
+HELLO, ACCEPT, FINISHED, DATA, CLOSE = 1, 2, 3, 4, 5
+# protection bits of a record
+ENCRYPTED, SIGNED = 0x1, 0x2
+
+_HEADER = struct.Struct(">BBBIQI")  # version, kind, protection, epoch, sequence, body length
+MAX_BODY = 1 << 26
+NONCE = 32
+_TO_HSM, _FROM_HSM = b"request", b"reply"
+
+
+class Suite:
+    """What a mode uses: key agreement, KDF hash, cipher and MAC."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.adh2 = mode == ADH2
+        self.hash = hashes.SHA512 if self.adh2 else hashes.SHA1
+        self.enc_len = 32 if self.adh2 else 24
+        self.mac_len = 64 if self.adh2 else 20
+        self.tag_len = 32 if self.adh2 else 20
+        self.block = 16 if self.adh2 else 8
+
+    def new_private(self):
+        if self.adh2:
+            return ec.generate_private_key(groups.ADH2_CURVE())
+        return groups.modp2048().generate_private_key()
+
+    def public_bytes(self, private):
+        public = private.public_key()
+        if self.adh2:
+            return public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        return public.public_numbers().y.to_bytes(256, "big")
+
+    def exchange(self, private, peer):
+        try:
+            if self.adh2:
+                point = ec.EllipticCurvePublicKey.from_encoded_point(groups.ADH2_CURVE(), peer)
+                return private.exchange(ec.ECDH(), point)
+            numbers = groups.modp2048().parameter_numbers()
+            y = int.from_bytes(peer, "big")
+            if not 1 < y < numbers.p - 1:
+                raise ValueError("public value out of range")
+            return private.exchange(dh.DHPublicNumbers(y, numbers).public_key())
+        except ValueError:
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the peer's DH public value is invalid") from None
+
+    def master(self, secret, transcript):
+        """SP 800-56C one-step KDF: the channel master secret, bound to the transcript."""
+        length = 64 if self.adh2 else 24
+        return ConcatKDFHash(self.hash(), length, b"ptkhsm-sms master" + transcript).derive(secret)
+
+    def keys(self, master, transcript, epoch, direction):
+        """SP 800-108 counter-mode KDF: (encryption key, MAC key) of one direction and epoch."""
+        kdf = KBKDFHMAC(self.hash(), Mode.CounterMode, self.enc_len + self.mac_len, 4, 4,
+                        label=b"ptkhsm-sms " + direction, context=transcript + struct.pack(">I", epoch),
+                        fixed=None, location=CounterLocation.BeforeFixed)
+        out = kdf.derive(master)
+        enc = out[:self.enc_len]
+        if not self.adh2:
+            enc = _des_parity(enc)
+        return enc, out[self.enc_len:]
+
+    def mac(self, key, data):
+        return hmac.digest(key, data, self.hash.name)[:self.tag_len]
+
+    def transcript_hash(self, *parts):
+        digest = hashes.Hash(self.hash())
+        for part in parts:
+            digest.update(struct.pack(">I", len(part)) + part)
+        return digest.finalize()
+
+
+def _des_parity(key):
+    return bytes((b & 0xFE) | (bin(b >> 1).count("1") % 2 == 0) for b in key)
+
+
+# -- handshake message bodies: length-prefixed fields ------------------------------------
+def _fields(*values):
+    return b"".join(struct.pack(">I", len(v)) + v for v in values)
+
+
+def _parse_fields(body, count):
+    out, at = [], 0
+    for _ in range(count):
+        if at + 4 > len(body):
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: handshake message cut short")
+        (size,) = struct.unpack_from(">I", body, at)
+        at += 4
+        if at + size > len(body):
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: handshake field runs past the message")
+        out.append(body[at:at + size])
+        at += size
+    if at != len(body):
+        raise CKRError(C.CKR_SMS_ERROR, "SMS: trailing bytes after a handshake message")
+    return out
+
+
+def fingerprint(identity_spki):
+    """SHA-256 of the identity key's SubjectPublicKeyInfo, as hex: what a client pins."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(identity_spki)
+    return digest.finalize().hex()
+
+
+def new_identity():
+    """A fresh HSM identity key (ECDSA P-521)."""
+    return ec.generate_private_key(ec.SECP521R1())
+
+
+def spki(identity):
+    return identity.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# -- records -------------------------------------------------------------------------------
+def frame(kind, body, protection=0, epoch=0, sequence=0):
+    return _HEADER.pack(VERSION, kind, protection, epoch, sequence, len(body)) + body
+
+
+def unframe(record):
+    """-> (kind, protection, epoch, sequence, header, body). Framing errors are SMS errors."""
+    if len(record) < _HEADER.size:
+        raise CKRError(C.CKR_SMS_ERROR, "SMS: record shorter than its header")
+    version, kind, protection, epoch, sequence, length = _HEADER.unpack_from(record)
+    if version != VERSION:
+        raise CKRError(C.CKR_SMS_ERROR, f"SMS: record version {version}, this side speaks {VERSION}")
+    if length > MAX_BODY or len(record) != _HEADER.size + length:
+        raise CKRError(C.CKR_SMS_ERROR, "SMS: record length does not match its header")
+    return kind, protection, epoch, sequence, record[:_HEADER.size], record[_HEADER.size:]
+
+
+class _Direction:
+    """The keys and sequence number of one direction."""
+
+    def __init__(self, suite, master, transcript, label):
+        self.suite, self.master, self.transcript, self.label = suite, master, transcript, label
+        self.sequence = 0
+        self.epoch = -1
+        self.enc = self.mac = None
+        self.rekey(0)
+
+    def rekey(self, epoch):
+        self.epoch = epoch
+        self.enc, self.mac = self.suite.keys(self.master, self.transcript, epoch, self.label)
+
+    def _cipher(self, sequence, iv=None):
+        if self.suite.adh2:
+            # The counter block is unique per key: direction and epoch pick the key,
+            # the sequence number the message, the low 32 bits the block.
+            return Cipher(algorithms.AES256(self.enc), modes.CTR(struct.pack(">QQ", sequence, 0)))
+        return Cipher(TripleDES(self.enc), modes.CBC(iv))
+
+    def encrypt(self, sequence, plain):
+        if self.suite.adh2:
+            enc = self._cipher(sequence).encryptor()
+            return enc.update(plain) + enc.finalize()
+        iv = os.urandom(8)
+        padder = padding.PKCS7(64).padder()
+        enc = self._cipher(sequence, iv).encryptor()
+        return iv + enc.update(padder.update(plain) + padder.finalize()) + enc.finalize()
+
+    def decrypt(self, sequence, body):
+        if self.suite.adh2:
+            dec = self._cipher(sequence).decryptor()
+            return dec.update(body) + dec.finalize()
+        if len(body) < 16 or len(body) % 8:
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: encrypted body is not whole 3DES blocks")
+        dec = self._cipher(sequence, body[:8]).decryptor()
+        padded = dec.update(body[8:]) + dec.finalize()
+        unpadder = padding.PKCS7(64).unpadder()
+        try:
+            return unpadder.update(padded) + unpadder.finalize()
+        except ValueError:  # only reachable after the MAC passed: a bug or a broken peer
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: bad padding in an authenticated record") from None
+
+
+class Channel:
+    """One side of an established channel: seals what it sends, opens what it receives.
+
+    `outgoing`/`incoming` are the directions (request or reply) this side sends
+    and receives. Any failure to open a record ends the channel: it keeps
+    nothing that an attacker's next try could use.
+    """
+
+    def __init__(self, suite, master, transcript, sending, receiving, bad_mac_rv):
+        self.suite = suite
+        self.out = _Direction(suite, master, transcript, sending)
+        self.inc = _Direction(suite, master, transcript, receiving)
+        self.bad_mac_rv = bad_mac_rv
+        self.blocks = 0          # cipher blocks encrypted and decrypted on this side
+        self.rollovers = 0
+        self.open = True
+
+    def _blocks(self, size):
+        self.blocks += -(-size // self.suite.block)
+
+    def seal(self, payload, protection, kind=DATA):
+        if not self.open:
+            raise CKRError(C.CKR_NO_SESSION_KEYS, "SMS: the channel has ended")
+        if protection & ENCRYPTED:
+            protection |= SIGNED  # never encryption without integrity
+        sequence = self.out.sequence
+        self.out.sequence += 1
+        body = payload
+        if protection & ENCRYPTED:
+            body = self.out.encrypt(sequence, payload)
+            self._blocks(len(payload))
+        header = _HEADER.pack(VERSION, kind, protection, self.out.epoch, sequence,
+                              len(body) + (self.suite.tag_len if protection & SIGNED else 0))
+        if protection & SIGNED:
+            body += self.suite.mac(self.out.mac, header + body)
+        return header + body
+
+    def unseal(self, record):
+        """-> (kind, protection, payload) of the next record in order."""
+        if not self.open:
+            raise CKRError(C.CKR_NO_SESSION_KEYS, "SMS: the channel has ended")
+        try:
+            return self._unseal(record)
+        except CKRError:
+            self.end()
+            raise
+
+    def _unseal(self, record):
+        kind, protection, epoch, sequence, header, body = unframe(record)
+        if protection & ~(ENCRYPTED | SIGNED) or (protection & ENCRYPTED and not protection & SIGNED):
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: unknown or unsafe protection bits")
+        if epoch == self.inc.epoch + 1:
+            self.inc.rekey(epoch)   # the sender rolled over: follow it
+        elif epoch != self.inc.epoch:
+            raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {self.inc.epoch}")
+        if protection & SIGNED:
+            if len(body) < self.suite.tag_len:
+                raise CKRError(self.bad_mac_rv, "SMS: record shorter than its MAC")
+            body, tag = body[:-self.suite.tag_len], body[-self.suite.tag_len:]
+            if not hmac.compare_digest(tag, self.suite.mac(self.inc.mac, header + body)):
+                raise CKRError(self.bad_mac_rv, "SMS: record MAC does not verify")
+        # checked after the MAC, so a forged record cannot learn the expected number
+        if sequence != self.inc.sequence:
+            raise CKRError(C.CKR_SMS_ERROR, f"SMS: record {sequence} out of order (expected "
+                                            f"{self.inc.sequence}): replayed, dropped or reordered")
+        self.inc.sequence += 1
+        if protection & ENCRYPTED:
+            body = self.inc.decrypt(sequence, body)
+            self._blocks(len(body))
+        if kind == CLOSE:
+            self.end()
+        return kind, protection, body
+
+    def roll_over(self):
+        """Use the next epoch's keys for what this side sends from now on."""
+        self.out.rekey(self.out.epoch + 1)
+        self.rollovers += 1
+        self.blocks = 0
+
+    def end(self):
+        self.open = False
+        self.out.enc = self.out.mac = self.inc.enc = self.inc.mac = None
+
+
+# -- the client's side of the handshake ----------------------------------------------------
+class ClientHandshake:
+    """hello() -> HELLO record; finish(ACCEPT record) -> FINISHED record; confirm(FINISHED
+    record) -> the client's Channel."""
+
+    def __init__(self, mode=ADH2, pinned=None, blocks=1 << 32, hours=24, clock=time.monotonic):
+        self.suite = Suite(mode)
+        self.pinned = pinned.lower() if pinned else None
+        self.blocks, self.hours, self.clock = blocks, hours, clock
+        self._private = self.suite.new_private()
+        self._hello = frame(HELLO, _fields(bytes([mode]), os.urandom(NONCE),
+                                           self.suite.public_bytes(self._private)))
+        self.hsm = None   # what the HSM said of itself, once accepted
+
+    def hello(self):
+        return self._hello
+
+    def finish(self, accept):
+        kind, _, _, _, _, body = unframe(accept)
+        if kind != ACCEPT:
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the HSM did not accept the channel")
+        mode, nonce, public, serial, firmware, flags, identity, signature = _parse_fields(body, 8)
+        if mode != bytes([self.suite.mode]):
+            # A downgrade (asked ADH2, offered ADH) or a confused peer: never follow it.
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the HSM answered in another mode than asked")
+        if len(nonce) != NONCE or len(firmware) != 3 or len(flags) != 4:
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: malformed ACCEPT")
+        if self.pinned is not None and fingerprint(identity) != self.pinned:
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS,
+                           f"SMS: HSM identity {fingerprint(identity)} is not the pinned {self.pinned}")
+        signed = self._hello + body[:-(4 + len(signature))]
+        try:
+            key = serialization.load_der_public_key(identity)
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise ValueError("not an EC key")
+            key.verify(signature, signed, ec.ECDSA(hashes.SHA512()))
+        except (ValueError, InvalidSignature):
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the HSM's handshake signature does not verify") from None
+        secret = self.suite.exchange(self._private, public)
+        self._private = None
+        self._transcript = self.suite.transcript_hash(self._hello, accept)
+        master = self.suite.master(secret, self._transcript)
+        self.channel = Channel(self.suite, master, self._transcript, _TO_HSM, _FROM_HSM,
+                               C.CKR_BAD_REPLY_SIGNATURE)
+        self.hsm = {"serial": serial.decode(), "firmware": tuple(firmware),
+                    "flags": int.from_bytes(flags, "big"), "fingerprint": fingerprint(identity)}
+        tag = self.suite.mac(self.channel.out.mac, b"client finished" + self._transcript)
+        return self.channel.seal(tag, SIGNED, FINISHED)
+
+    def confirm(self, finished):
+        kind, _, body = self.channel.unseal(finished)
+        expected = self.suite.mac(self.channel.inc.mac, b"server finished" + self._transcript)
+        if kind != FINISHED or not hmac.compare_digest(body, expected):
+            self.channel.end()
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the HSM did not confirm the keys")
+        return ClientChannel(self.channel, self.blocks, self.hours, self.clock)
+
+
+class ClientChannel:
+    """The client's channel: rolls its keys over past the block or hour limit."""
+
+    def __init__(self, channel, blocks, hours, clock):
+        self.channel, self.limit_blocks, self.limit_seconds, self.clock = channel, blocks, hours * 3600, clock
+        self.started = clock()
+
+    def seal(self, payload, protection):
+        if self.channel.blocks >= self.limit_blocks or self.clock() - self.started >= self.limit_seconds:
+            self.channel.roll_over()
+            self.started = self.clock()
+        return self.channel.seal(payload, protection)
+
+    def unseal(self, record):
+        return self.channel.unseal(record)
+
+    @property
+    def counters(self):
+        return {"blocks": self.channel.blocks, "epoch": self.channel.out.epoch,
+                "rollovers": self.channel.rollovers, "open": self.channel.open}
+
+    def close(self):
+        record = self.channel.seal(b"", SIGNED, CLOSE)
+        self.channel.end()
+        return record
+
+
+# -- the HSM's side of the handshake ---------------------------------------------------------
+class ServerHandshake:
+    """accept(HELLO record) -> ACCEPT record; confirm(FINISHED record) -> (FINISHED record,
+    the HSM's Channel)."""
+
+    def __init__(self, identity, serial, firmware, flags, blocks=1 << 32):
+        self.identity, self.serial, self.firmware, self.flags = identity, serial, tuple(firmware), flags
+        self.blocks = blocks
+
+    def accept(self, hello):
+        kind, _, _, _, _, body = unframe(hello)
+        if kind != HELLO:
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: a channel starts with HELLO")
+        mode, nonce, public = _parse_fields(body, 3)
+        if len(mode) != 1 or mode[0] not in (ADH, ADH2) or len(nonce) != NONCE:
+            raise CKRError(C.CKR_SMS_ERROR, "SMS: malformed HELLO")
+        if mode[0] == ADH and self.firmware >= LEGACY_FIRMWARE_BELOW:
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS,
+                           "SMS: legacy ADH needs HSM firmware older than 5.01.00; this HSM speaks ADH2 only")
+        self.suite = Suite(mode[0])
+        private = self.suite.new_private()
+        secret = self.suite.exchange(private, public)
+        unsigned = _fields(mode, os.urandom(NONCE), self.suite.public_bytes(private), self.serial.encode(),
+                           bytes(self.firmware), self.flags.to_bytes(4, "big"), spki(self.identity))
+        signature = self.identity.sign(hello + unsigned, ec.ECDSA(hashes.SHA512()))
+        accept = frame(ACCEPT, unsigned + _fields(signature))
+        self._transcript = self.suite.transcript_hash(hello, accept)
+        master = self.suite.master(secret, self._transcript)
+        self.channel = Channel(self.suite, master, self._transcript, _FROM_HSM, _TO_HSM,
+                               C.CKR_BAD_REQ_SIGNATURE)
+        return accept
+
+    def confirm(self, finished):
+        kind, _, body = self.channel.unseal(finished)
+        expected = self.suite.mac(self.channel.inc.mac, b"client finished" + self._transcript)
+        if kind != FINISHED or not hmac.compare_digest(body, expected):
+            self.channel.end()
+            raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the client did not confirm the keys")
+        tag = self.suite.mac(self.channel.out.mac, b"server finished" + self._transcript)
+        return self.channel.seal(tag, SIGNED, FINISHED), ServerChannel(self.channel, self.blocks)
+
+
+class ServerChannel:
+    """The HSM's channel: answers in the epoch the client uses, ends a channel whose
+    client runs far past the block limit without rolling over."""
+
+    def __init__(self, channel, blocks):
+        self.channel, self.limit_blocks = channel, blocks
+
+    def unseal(self, record):
+        kind, protection, payload = self.channel.unseal(record)
+        if self.channel.inc.epoch > self.channel.out.epoch:
+            self.channel.out.rekey(self.channel.inc.epoch)
+            self.channel.blocks = 0
+        elif self.channel.blocks > 2 * self.limit_blocks:
+            self.channel.end()
+            raise CKRError(C.CKR_KEY_ROLLOVER, "SMS: the client did not roll its keys over")
+        return kind, protection, payload
+
+    def seal(self, payload, protection):
+        return self.channel.seal(payload, protection)
