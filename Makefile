@@ -27,7 +27,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python $(SRC)
 	$(PIP) install -q --disable-pip-version-check setuptools==84.2.1 cffi==2.1.1
-	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
+	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test,postgresql]'
 	@touch $@
 
 # python-pkcs11's own test suite (its sdist ships tests/), run against the module by

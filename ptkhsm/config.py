@@ -69,6 +69,13 @@ ITEMS = {item.name: item for item in [
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
          "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+    Item("ET_PTKC_SW_STORE", "", lambda n, t: t.strip(),
+         "token store: empty = sqlite in the data directory; a libpq connection string "
+         "or postgresql:// URI = that PostgreSQL database (docs/store-postgresql.md)"),
+    Item("ET_PTKC_SW_STORE_CONNECT_TIMEOUT", 5, _int_range(1, 600),
+         "seconds allowed to connect to the PostgreSQL store before CKR_DEVICE_ERROR"),
+    Item("ET_PTKC_SW_STORE_STATEMENT_TIMEOUT", 10, _int_range(1, 3600),
+         "seconds a PostgreSQL store statement (or lock wait) may take before CKR_DEVICE_ERROR"),
 ]}
 
 

@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS objects_slot ON objects(slot, private);
 
 TOKEN_FIELDS = ("label", "so_salt", "so_sealed", "user_salt", "user_sealed",
                 "so_failures", "user_failures")
+FAILURE_COLUMNS = {"so": "so_failures", "user": "user_failures"}
 
 
 def _device_error(what, exc):
@@ -142,3 +143,37 @@ class Store:
     def delete(self, uid):
         with _device_errors("delete object"), self._transaction():
             self._db.execute("DELETE FROM objects WHERE uid=?", (uid,))
+
+    def use_attempt(self, slot, who, limit):
+        """Count a PIN attempt before it is checked -> the new count, or None if the
+        count has reached limit. One UPDATE, so parallel guessers each use one attempt."""
+        column = FAILURE_COLUMNS[who]
+        with _device_errors("count PIN attempt"), self._transaction():
+            row = self._db.execute(f"UPDATE tokens SET {column}={column}+1 WHERE slot=? AND {column}<? "
+                                   f"RETURNING {column}", (slot, limit)).fetchone()
+        return row[0] if row else None
+
+    # -- whole-store copy (ptkhsm store copy) --------------------------------
+    def contents(self):
+        """-> (token rows {slot: fields}, object rows [(uid, slot, private, blob)]), one snapshot."""
+        with _device_errors("read store"), self._transaction():
+            tokens = {row[0]: dict(zip(TOKEN_FIELDS, row[1:])) for row in self._db.execute(
+                f"SELECT slot, {', '.join(TOKEN_FIELDS)} FROM tokens ORDER BY slot")}
+            objects = [(uid, slot, bool(private), blob) for uid, slot, private, blob in self._db.execute(
+                "SELECT uid, slot, private, blob FROM objects ORDER BY uid")]
+        return tokens, objects
+
+    def replace_contents(self, tokens, objects):
+        """Make the store hold exactly these rows (uids kept), all or nothing."""
+        with _device_errors("write store"), self._transaction():
+            self._db.execute("DELETE FROM objects")
+            self._db.execute("DELETE FROM tokens")
+            for slot, fields in tokens.items():
+                self._db.execute(f"INSERT INTO tokens (slot, {', '.join(TOKEN_FIELDS)}) VALUES (?{', ?' * len(TOKEN_FIELDS)})",
+                                 (slot, *(fields[name] for name in TOKEN_FIELDS)))
+            self._db.executemany("INSERT INTO objects (uid, slot, private, blob) VALUES (?, ?, ?, ?)",
+                                 [(uid, slot, int(private), blob) for uid, slot, private, blob in objects])
+
+    def close(self):
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,293 @@
+"""The HSM's persistent store in a PostgreSQL database, shared by a group of HSMs.
+
+The same narrow interface as the sqlite `Store` (db.py): token rows, object
+rows opaque to this module, a change version. Every change is one transaction
+committed before the call returns, and it notifies the channel `ptkhsm_changes`
+in that transaction. `version()` asks no query: it reads the notifications
+already on the connection's socket (a non-blocking read), so a find costs no
+round trip while the other HSMs' commits are seen as soon as they arrive.
+
+Faults: libpq's connect_timeout bounds connecting, the server's
+statement_timeout/lock_timeout bound every statement and lock wait, TCP
+keepalives and tcp_user_timeout bound a vanished peer; all end in
+CKR_DEVICE_ERROR with the reason. A lost connection is replaced at the next
+call: a transaction that broke before its COMMIT is retried once on the new
+connection (nothing of it was committed); one that broke during COMMIT is
+reported as CKR_DEVICE_ERROR, outcome unknown. After any reconnection the
+version changes, since notifications may have been missed.
+
+The connection string may hold a password: it is never part of a message.
+"""
+
+import contextlib
+import threading
+
+from ...constants import CKR_DEVICE_ERROR
+from ...errors import CKRError
+from .db import FAILURE_COLUMNS, TOKEN_FIELDS
+
+try:
+    import psycopg
+    from psycopg import conninfo as _conninfo
+except ImportError:  # the optional extra ptkhsm[postgresql]
+    psycopg = None
+
+SCHEMA_VERSION = 1
+CHANNEL = "ptkhsm_changes"
+_SCHEMA_LOCK = 0x70746B68  # advisory lock serialising schema creation ("ptkh")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS ptkhsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ptkhsm_tokens (
+    slot INTEGER PRIMARY KEY,
+    label BYTEA NOT NULL,
+    so_salt BYTEA, so_sealed BYTEA,
+    user_salt BYTEA, user_sealed BYTEA,
+    so_failures INTEGER NOT NULL DEFAULT 0,
+    user_failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS ptkhsm_objects (
+    uid BIGSERIAL PRIMARY KEY,
+    slot INTEGER NOT NULL,
+    private BOOLEAN NOT NULL,
+    blob BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ptkhsm_objects_slot ON ptkhsm_objects(slot, private)
+"""
+
+
+class _Broken(Exception):
+    """The connection was lost; `committing` says whether COMMIT had been sent."""
+
+    def __init__(self, exc, committing):
+        super().__init__()
+        self.exc, self.committing = exc, committing
+
+
+class PostgresStore:
+    def __init__(self, conninfo, connect_timeout=5, statement_timeout=10):
+        if psycopg is None:
+            raise CKRError(CKR_DEVICE_ERROR, "ET_PTKC_SW_STORE names a PostgreSQL database but psycopg "
+                                             "is not installed: pip install 'ptkhsm[postgresql]'")
+        try:
+            params = _conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            # libpq's message quotes the text it could not parse, which may be the password.
+            raise CKRError(CKR_DEVICE_ERROR, "ET_PTKC_SW_STORE is not a valid libpq connection "
+                                             "string or postgresql:// URI") from None
+        self._secret = params.get("password") or None
+        self.path = describe(params)
+        self._params = {**_session_params(connect_timeout, statement_timeout, params.get("options")),
+                        **{k: v for k, v in params.items() if k != "options"}}
+        self._params.setdefault("connect_timeout", str(connect_timeout))
+        self._lock = threading.RLock()
+        self._conn = None
+        self._own_pid = None
+        self._version = 0
+        self._run("open", self._check_schema)
+
+    # -- connection ----------------------------------------------------------
+    def _error(self, what, exc):
+        reason = str(exc).strip() or type(exc).__name__
+        if self._secret:
+            reason = reason.replace(self._secret, "***")
+        return CKRError(CKR_DEVICE_ERROR, f"store {self.path}: {what}: {reason}")
+
+    def _connect(self):
+        try:
+            conn = psycopg.connect(**self._params, autocommit=True)
+            conn.add_notify_handler(self._notified)
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            raise self._error("connect", exc) from None
+        self._conn, self._own_pid = conn, conn.pgconn.backend_pid
+        self._version += 1  # notifications may have been missed while disconnected
+
+    def _drop(self):
+        conn, self._conn = self._conn, None
+        self._version += 1
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _notified(self, notify):
+        if notify.pid != self._own_pid:  # our own changes are already in the caller's tables
+            self._version += 1
+
+    def _poll(self):
+        """Read the notifications waiting on the socket without blocking; drop a dead connection."""
+        if self._conn is None:
+            return
+        pgconn = self._conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error:
+            self._drop()
+            return
+        while (pgn := pgconn.notifies()) is not None:
+            if pgn.be_pid != self._own_pid:
+                self._version += 1
+
+    def _run(self, what, work, write=False, notify=True):
+        """work(conn) in one transaction if write (else autocommit), on a live connection;
+        retried once on a new connection if the old one was lost before COMMIT. A write
+        notifies the other HSMs unless told not to (a read-only snapshot)."""
+        with self._lock:
+            for attempt in (1, 2):
+                self._poll()
+                if self._conn is None:
+                    self._connect()
+                try:
+                    return self._attempt(self._conn, work, write, notify)
+                except _Broken as broken:
+                    self._drop()
+                    if broken.committing:
+                        raise self._error(f"{what}: connection lost during COMMIT, outcome unknown",
+                                          broken.exc) from None
+                    if attempt == 2:
+                        raise self._error(what, broken.exc) from None
+                except psycopg.Error as exc:
+                    raise self._error(what, exc) from None
+
+    def _attempt(self, conn, work, write, notify):
+        committing = False
+        try:
+            if not write:
+                return work(conn)
+            conn.execute("BEGIN")
+            try:
+                result = work(conn)
+                if notify:
+                    conn.execute(f"NOTIFY {CHANNEL}")
+            except BaseException:
+                if not conn.broken:
+                    conn.execute("ROLLBACK")
+                raise
+            committing = True
+            conn.execute("COMMIT")
+            return result
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _Broken(exc, committing) from None
+            raise
+
+    def _check_schema(self, conn):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            exists = conn.execute("SELECT to_regclass('ptkhsm_meta')").fetchone()[0]
+            if exists is None:
+                for statement in _DDL.split(";"):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO ptkhsm_meta VALUES ('schema', %s)", (str(SCHEMA_VERSION),))
+                return
+            row = conn.execute("SELECT value FROM ptkhsm_meta WHERE key='schema'").fetchone()
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0] if row else 'unknown'}, "
+                                             f"this ptkhsm reads {SCHEMA_VERSION}")
+
+    # -- the store interface -------------------------------------------------
+    def version(self):
+        """Changes when another HSM (connection) commits, or after a reconnection."""
+        with self._lock:
+            self._poll()
+            return self._version
+
+    def token(self, slot):
+        row = self._run("read token", lambda c: c.execute(
+            f"SELECT {', '.join(TOKEN_FIELDS)} FROM ptkhsm_tokens WHERE slot=%s", (slot,)).fetchone())
+        return dict(zip(TOKEN_FIELDS, row)) if row else None
+
+    def update_token(self, slot, **fields):
+        assignments = ", ".join(f"{name}=%s" for name in fields)
+        self._run("write token", lambda c: c.execute(
+            f"UPDATE ptkhsm_tokens SET {assignments} WHERE slot=%s", (*fields.values(), slot)), write=True)
+
+    def use_attempt(self, slot, who, limit):
+        """Count a PIN attempt before it is checked -> the new count, or None if the
+        count has reached limit. One UPDATE: the row lock makes parallel guessers,
+        on any HSM of the group, each use one attempt."""
+        column = FAILURE_COLUMNS[who]
+        row = self._run("count PIN attempt", lambda c: c.execute(
+            f"UPDATE ptkhsm_tokens SET {column}={column}+1 WHERE slot=%s AND {column}<%s "
+            f"RETURNING {column}", (slot, limit)).fetchone(), write=True)
+        return row[0] if row else None
+
+    def init_token(self, slot, fields):
+        """Destroy the token's objects and write its new row, all or nothing."""
+        names = ", ".join(fields)
+        marks = ", ".join("%s" for _ in fields)
+
+        def work(c):
+            c.execute("DELETE FROM ptkhsm_objects WHERE slot=%s", (slot,))
+            c.execute("DELETE FROM ptkhsm_tokens WHERE slot=%s", (slot,))
+            c.execute(f"INSERT INTO ptkhsm_tokens (slot, {names}) VALUES (%s, {marks})", (slot, *fields.values()))
+        self._run("initialise token", work, write=True)
+
+    def objects(self, slot, private):
+        return self._run("read objects", lambda c: c.execute(
+            "SELECT uid, blob FROM ptkhsm_objects WHERE slot=%s AND private=%s", (slot, bool(private))).fetchall())
+
+    def insert(self, slot, rows):
+        """rows: [(private, blob)] stored in one transaction -> their uids."""
+        def work(c):
+            return [c.execute("INSERT INTO ptkhsm_objects (slot, private, blob) VALUES (%s, %s, %s) RETURNING uid",
+                              (slot, bool(private), blob)).fetchone()[0] for private, blob in rows]
+        return self._run("store object", work, write=True)
+
+    def update(self, uid, private, blob):
+        self._run("update object", lambda c: c.execute(
+            "UPDATE ptkhsm_objects SET private=%s, blob=%s WHERE uid=%s", (bool(private), blob, uid)), write=True)
+
+    def delete(self, uid):
+        self._run("delete object", lambda c: c.execute("DELETE FROM ptkhsm_objects WHERE uid=%s", (uid,)),
+                  write=True)
+
+    # -- whole-store copy (ptkhsm store copy) --------------------------------
+    def contents(self):
+        """-> (token rows {slot: fields}, object rows [(uid, slot, private, blob)]), one snapshot."""
+        def work(c):
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            tokens = {row[0]: dict(zip(TOKEN_FIELDS, row[1:])) for row in c.execute(
+                f"SELECT slot, {', '.join(TOKEN_FIELDS)} FROM ptkhsm_tokens ORDER BY slot")}
+            objects = c.execute("SELECT uid, slot, private, blob FROM ptkhsm_objects ORDER BY uid").fetchall()
+            return tokens, objects
+        return self._run("read store", work, write=True, notify=False)
+
+    def replace_contents(self, tokens, objects):
+        """Make the store hold exactly these rows (uids kept), all or nothing."""
+        def work(c):
+            c.execute("LOCK TABLE ptkhsm_tokens, ptkhsm_objects")
+            c.execute("DELETE FROM ptkhsm_objects")
+            c.execute("DELETE FROM ptkhsm_tokens")
+            with c.cursor() as cur:
+                cur.executemany(f"INSERT INTO ptkhsm_tokens (slot, {', '.join(TOKEN_FIELDS)}) "
+                                f"VALUES (%s{', %s' * len(TOKEN_FIELDS)})",
+                                [(slot, *(fields[name] for name in TOKEN_FIELDS)) for slot, fields in tokens.items()])
+                cur.executemany("INSERT INTO ptkhsm_objects (uid, slot, private, blob) VALUES (%s, %s, %s, %s)",
+                                [(uid, slot, bool(private), blob) for uid, slot, private, blob in objects])
+            c.execute("SELECT setval(pg_get_serial_sequence('ptkhsm_objects', 'uid'), "
+                      "GREATEST((SELECT max(uid) FROM ptkhsm_objects), 1))")
+        self._run("write store", work, write=True)
+
+    def close(self):
+        with self._lock:
+            self._drop()
+
+
+def describe(params):
+    """Where the store is, for messages: the connection parameters without the password."""
+    if "service" in params:
+        return f"postgresql service={params['service']}"
+    shown = [f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if params.get(key)]
+    return "postgresql " + (" ".join(shown) or "(libpq defaults)")
+
+
+def _session_params(connect_timeout, statement_timeout, options):
+    """libpq parameters bounding every wait (the conninfo's own settings win)."""
+    ms = statement_timeout * 1000
+    server = f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
+    return {"application_name": "ptkhsm",
+            "options": f"{options} {server}" if options else server,
+            "keepalives": "1", "keepalives_idle": str(max(1, statement_timeout // 2)),
+            "keepalives_interval": "1", "keepalives_count": "3",
+            "tcp_user_timeout": str(ms)}

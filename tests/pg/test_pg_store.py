@@ -1,0 +1,78 @@
+"""The PostgreSQL store itself, against a real server: the interface, schema, errors."""
+
+import pytest
+
+from ptkhsm.config import Config
+from ptkhsm.constants import CKR_DEVICE_ERROR
+from ptkhsm.errors import CKRError
+from ptkhsm.hsm.store import open_location
+from ptkhsm.hsm.store.postgres import PostgresStore
+
+from pg.conftest import PASSWORD, dbname
+
+
+def test_rows_round_trip_and_version(pg_uri):
+    a, b = PostgresStore(pg_uri), PostgresStore(pg_uri)
+    assert a.token(0) is None
+    a.init_token(0, {"label": b"L" * 32, "so_salt": b"s", "so_sealed": b"x"})
+    assert b.token(0)["label"] == b"L" * 32
+    before = b.version()
+    own = a.version()
+    uids = a.insert(0, [(False, b"pub"), (True, b"sealed")])
+    assert a.version() == own  # its own commit is already in its caller's tables
+    assert b.objects(0, False) == [(uids[0], b"pub")]
+    assert b.objects(0, True) == [(uids[1], b"sealed")]
+    assert b.version() != before
+    a.update(uids[0], False, b"pub2")
+    a.delete(uids[1])
+    assert b.objects(0, False) == [(uids[0], b"pub2")] and b.objects(0, True) == []
+    a.close(), b.close()
+
+
+def _config(**items):
+    return Config({"HOME": "/nonexistent", **{k: str(v) for k, v in items.items()}})
+
+
+def test_newer_schema_refused(pg_server, pg_uri):
+    PostgresStore(pg_uri).close()
+    pg_server.sql("UPDATE ptkhsm_meta SET value='2' WHERE key='schema'", dbname=dbname(pg_uri))
+    with pytest.raises(CKRError) as err:
+        PostgresStore(pg_uri)
+    assert err.value.rv == CKR_DEVICE_ERROR
+    assert "schema 2, this ptkhsm reads 1" in str(err.value)
+
+
+def test_password_never_in_a_message(pg_server, pg_uri):
+    wrong = pg_uri.replace(PASSWORD, "Wr0ng-Passw0rd-xyz")
+    with pytest.raises(CKRError) as err:
+        PostgresStore(wrong)
+    message = str(err.value)
+    assert "password authentication failed" in message and "Wr0ng-Passw0rd-xyz" not in message
+    assert "dbname=ptkhsm_t" in message  # says which database
+    # An unparsable string: libpq would quote the text after the password.
+    with pytest.raises(CKRError) as err:
+        PostgresStore(f"host={pg_server.dir} password={PASSWORD} {PASSWORD}-tail")
+    assert PASSWORD not in str(err.value) and "not a valid libpq connection string" in str(err.value)
+    # Connected, then a failing statement: the store's description has no password either.
+    store = PostgresStore(pg_uri)
+    assert PASSWORD not in store.path
+    store.close()
+
+
+def test_libpq_password_and_service_files(pg_server, pg_uri, tmp_path, monkeypatch):
+    name = dbname(pg_uri)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:{name}:ptkhsm:{PASSWORD}\n")
+    passfile.chmod(0o600)
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[ptkhsm-group]\nhost={pg_server.dir}\nport=5432\ndbname={name}\nuser=ptkhsm\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "absent"))
+    with pytest.raises(CKRError, match="password"):  # without the password file, no way in
+        PostgresStore("service=ptkhsm-group")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    store = open_location("service=ptkhsm-group", _config())
+    store.init_token(1, {"label": b"via service", "so_salt": b"s", "so_sealed": b"x"})
+    assert store.token(1)["label"] == b"via service"
+    assert store.path == "postgresql service=ptkhsm-group"
+    store.close()
