@@ -1,5 +1,10 @@
 """The PostgreSQL store itself, against a real server: the interface, schema, errors."""
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 
 from ptkhsm.config import Config
@@ -76,3 +81,72 @@ def test_libpq_password_and_service_files(pg_server, pg_uri, tmp_path, monkeypat
     assert store.token(1)["label"] == b"via service"
     assert store.path == "postgresql service=ptkhsm-group"
     store.close()
+
+
+def _token(store, slot=0):
+    store.init_token(slot, {"label": b"L", "so_salt": b"s", "so_sealed": b"x"})
+
+
+def test_lock_wait_ends_in_device_error_within_the_time_out(pg_server, pg_uri):
+    store = PostgresStore(pg_uri, statement_timeout=1)
+    _token(store)
+    holder = subprocess.Popen(["runuser", "-u", "postgres", "--", "env", "PGAPPNAME=holder",
+                               "/usr/lib/postgresql/15/bin/psql", "-h",
+                               str(pg_server.dir), "-U", "postgres", "-d", dbname(pg_uri), "-c",
+                               "BEGIN; LOCK TABLE ptkhsm_objects; SELECT pg_sleep(30);"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        start = time.monotonic()
+        with pytest.raises(CKRError) as err:
+            store.insert(0, [(False, b"waits")])
+        assert time.monotonic() - start < 3
+        assert err.value.rv == CKR_DEVICE_ERROR and "timeout" in str(err.value)
+    finally:
+        pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name='holder'")
+        holder.wait()
+    assert store.insert(0, [(False, b"after")])  # the same store goes on
+    assert [blob for _, blob in store.objects(0, False)] == [b"after"]
+    store.close()
+
+
+def _postgres_pids(server):
+    pid = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *map(int, children)]
+
+
+def test_frozen_server_ends_in_device_error_then_recovers(pg_server, pg_uri):
+    store = PostgresStore(pg_uri, connect_timeout=1, statement_timeout=1)
+    _token(store)
+    pids = _postgres_pids(pg_server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(CKRError) as err:
+            store.insert(0, [(False, b"frozen")])
+        elapsed = time.monotonic() - start
+        assert err.value.rv == CKR_DEVICE_ERROR and elapsed < 10, (elapsed, str(err.value))
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    store.insert(0, [(False, b"thawed")])
+    assert b"thawed" in [blob for _, blob in store.objects(0, False)]
+    store.close()
+
+
+def test_database_restart_recovered_without_reopening(pg_server, pg_uri):
+    store, other = PostgresStore(pg_uri), PostgresStore(pg_uri)
+    _token(store)
+    store.insert(0, [(False, b"before")])
+    seen = other.version()
+    pg_server.stop("immediate")  # a crash: the WAL brings back every committed row
+    with pytest.raises(CKRError) as err:
+        store.insert(0, [(False, b"while down")])
+    assert err.value.rv == CKR_DEVICE_ERROR and "connect" in str(err.value)
+    pg_server.start()
+    store.insert(0, [(False, b"after")])
+    assert sorted(blob for _, blob in other.objects(0, False)) == [b"after", b"before"]
+    assert other.version() != seen  # a reconnection may have missed notifications
+    store.close(), other.close()

@@ -9,8 +9,9 @@ round trip while the other HSMs' commits are seen as soon as they arrive.
 
 Faults: libpq's connect_timeout bounds connecting, the server's
 statement_timeout/lock_timeout bound every statement and lock wait, TCP
-keepalives and tcp_user_timeout bound a vanished peer; all end in
-CKR_DEVICE_ERROR with the reason. A lost connection is replaced at the next
+keepalives and tcp_user_timeout bound a vanished peer over TCP, and a watchdog
+thread shuts the socket of a call that outlives them all (a frozen server,
+a unix socket): every fault ends in CKR_DEVICE_ERROR with the reason. A lost connection is replaced at the next
 call: a transaction that broke before its COMMIT is retried once on the new
 connection (nothing of it was committed); one that broke during COMMIT is
 reported as CKR_DEVICE_ERROR, outcome unknown. After any reconnection the
@@ -20,7 +21,10 @@ The connection string may hold a password: it is never part of a message.
 """
 
 import contextlib
+import os
+import socket
 import threading
+import time
 
 from ...constants import CKR_DEVICE_ERROR
 from ...errors import CKRError
@@ -35,6 +39,7 @@ except ImportError:  # the optional extra ptkhsm[postgresql]
 SCHEMA_VERSION = 1
 CHANNEL = "ptkhsm_changes"
 _SCHEMA_LOCK = 0x70746B68  # advisory lock serialising schema creation ("ptkh")
+WATCHDOG_GRACE = 2.0  # seconds past statement_timeout before the watchdog cuts the connection
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS ptkhsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +86,10 @@ class PostgresStore:
                         **{k: v for k, v in params.items() if k != "options"}}
         self._params.setdefault("connect_timeout", str(connect_timeout))
         self._lock = threading.RLock()
+        self._closed = False
+        self._deadline = None  # monotonic time after which the call in progress is cut off
+        self._patience = connect_timeout + statement_timeout + WATCHDOG_GRACE
+        threading.Thread(target=self._watch, name="ptkhsm-store-watchdog", daemon=True).start()
         self._conn = None
         self._own_pid = None
         self._version = 0
@@ -128,6 +137,18 @@ class PostgresStore:
             if pgn.be_pid != self._own_pid:
                 self._version += 1
 
+    def _watch(self):
+        """Cut the connection of a call past its deadline, so that its wait ends in an error."""
+        while not self._closed:
+            time.sleep(0.25)
+            deadline, conn = self._deadline, self._conn
+            if deadline is not None and conn is not None and time.monotonic() > deadline:
+                with contextlib.suppress(OSError, psycopg.Error):
+                    # A duplicate descriptor: shutting it down ends libpq's wait on the
+                    # shared socket, closing it leaves libpq's descriptor to libpq.
+                    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
+                        cut.shutdown(socket.SHUT_RDWR)
+
     def _run(self, what, work, write=False, notify=True):
         """work(conn) in one transaction if write (else autocommit), on a live connection;
         retried once on a new connection if the old one was lost before COMMIT. A write
@@ -137,6 +158,7 @@ class PostgresStore:
                 self._poll()
                 if self._conn is None:
                     self._connect()
+                self._deadline = time.monotonic() + self._patience
                 try:
                     return self._attempt(self._conn, work, write, notify)
                 except _Broken as broken:
@@ -148,6 +170,8 @@ class PostgresStore:
                         raise self._error(what, broken.exc) from None
                 except psycopg.Error as exc:
                     raise self._error(what, exc) from None
+                finally:
+                    self._deadline = None
 
     def _attempt(self, conn, work, write, notify):
         committing = False
@@ -271,6 +295,7 @@ class PostgresStore:
 
     def close(self):
         with self._lock:
+            self._closed = True
             self._drop()
 
 
