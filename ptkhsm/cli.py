@@ -19,7 +19,11 @@ def main(argv=None):
     p11kit.add_parsers(sub)
     ctperf.add_arguments(sub.add_parser("ctperf", help="speed of PKCS#11 operations through the C ABI"),
                          module_path())
+    _add_store_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "store":
+        from .hsm.store import copy
+        return copy.command(args)
     if args.command in ("register", "unregister"):
         return p11kit.command(args, module_path())
     if args.command == "ctperf":
@@ -31,6 +35,15 @@ def main(argv=None):
             return 1
         print(path)
     return 0
+
+
+def _add_store_parser(sub):
+    store = sub.add_parser("store", help="token store maintenance").add_subparsers(dest="store_command", required=True)
+    copy = store.add_parser("copy", help="copy every token and object between sqlite and PostgreSQL stores, "
+                                         "read back and compared")
+    copy.add_argument("source", metavar="SRC", help="a data directory or a libpq connection string / URI")
+    copy.add_argument("target", metavar="DST", help="a data directory or a libpq connection string / URI")
+    copy.add_argument("--force", action="store_true", help="replace what DST already holds")
 
 
 def ctconf_main():
