@@ -2,20 +2,24 @@
 
 The same narrow interface as the sqlite `Store` (db.py): token rows, object
 rows opaque to this module, a change version. Every change is one transaction
-committed before the call returns, and it notifies the channel `ptkhsm_changes`
-in that transaction. `version()` asks no query: it reads the notifications
-already on the connection's socket (a non-blocking read), so a find costs no
-round trip while the other HSMs' commits are seen as soon as they arrive.
+committed before the call returns (a single statement is its own transaction:
+one round trip). Triggers notify the channel `ptkhsm_changes` in the changing
+transaction, whoever writes. `version()` asks no query: it reads the
+notifications already on the connection's socket (a non-blocking read), so a
+find costs no round trip while the other HSMs' commits are seen as soon as
+they arrive; our own commits are not counted (the caller's tables have them).
 
 Faults: libpq's connect_timeout bounds connecting, the server's
 statement_timeout/lock_timeout bound every statement and lock wait, TCP
 keepalives and tcp_user_timeout bound a vanished peer over TCP, and a watchdog
 thread shuts the socket of a call that outlives them all (a frozen server,
-a unix socket): every fault ends in CKR_DEVICE_ERROR with the reason. A lost connection is replaced at the next
-call: a transaction that broke before its COMMIT is retried once on the new
-connection (nothing of it was committed); one that broke during COMMIT is
-reported as CKR_DEVICE_ERROR, outcome unknown. After any reconnection the
-version changes, since notifications may have been missed.
+a unix socket): every fault ends in CKR_DEVICE_ERROR with the reason. A
+connection found dead before a call (a restarted server) is replaced first;
+one lost during a call is replaced and the call retried once if that cannot
+apply a change twice (reads, idempotent writes, a transaction lost before its
+COMMIT); otherwise the call fails with CKR_DEVICE_ERROR, "outcome unknown".
+After any reconnection the version changes, since notifications may have been
+missed.
 
 The connection string may hold a password: it is never part of a message.
 """
@@ -41,32 +45,43 @@ CHANNEL = "ptkhsm_changes"
 _SCHEMA_LOCK = 0x70746B68  # advisory lock serialising schema creation ("ptkh")
 WATCHDOG_GRACE = 2.0  # seconds past statement_timeout before the watchdog cuts the connection
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS ptkhsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ptkhsm_tokens (
-    slot INTEGER PRIMARY KEY,
-    label BYTEA NOT NULL,
-    so_salt BYTEA, so_sealed BYTEA,
-    user_salt BYTEA, user_sealed BYTEA,
-    so_failures INTEGER NOT NULL DEFAULT 0,
-    user_failures INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS ptkhsm_objects (
-    uid BIGSERIAL PRIMARY KEY,
-    slot INTEGER NOT NULL,
-    private BOOLEAN NOT NULL,
-    blob BYTEA NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ptkhsm_objects_slot ON ptkhsm_objects(slot, private)
-"""
+_DDL = [
+    "CREATE TABLE ptkhsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE ptkhsm_tokens (
+        slot INTEGER PRIMARY KEY,
+        label BYTEA NOT NULL,
+        so_salt BYTEA, so_sealed BYTEA,
+        user_salt BYTEA, user_sealed BYTEA,
+        so_failures INTEGER NOT NULL DEFAULT 0,
+        user_failures INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE ptkhsm_objects (
+        uid BIGSERIAL PRIMARY KEY,
+        slot INTEGER NOT NULL,
+        private BOOLEAN NOT NULL,
+        blob BYTEA NOT NULL)""",
+    "CREATE INDEX ptkhsm_objects_slot ON ptkhsm_objects(slot, private)",
+    f"""CREATE FUNCTION ptkhsm_notify() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END$$""",
+    *(f"""CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+          FOR EACH STATEMENT EXECUTE FUNCTION ptkhsm_notify()""" for table in ("ptkhsm_tokens", "ptkhsm_objects")),
+]
+
+# How a call may be run: in a transaction (BEGIN ... COMMIT) or as one autocommitted
+# statement; and whether running it twice is harmless, so that a call whose
+# connection was lost mid-way can be retried.
+READ = (False, True)          # reads: any number of statements, each its own snapshot
+ONE_IDEMPOTENT = (False, True)
+ONE_ONCE = (False, False)     # one statement that must not be applied twice
+TRANSACTION = (True, False)   # retried only if lost before COMMIT
+SNAPSHOT = (True, True)       # a read-only transaction
 
 
 class _Broken(Exception):
-    """The connection was lost; `committing` says whether COMMIT had been sent."""
+    """The connection was lost; `applied_maybe`: the change may have been committed."""
 
-    def __init__(self, exc, committing):
+    def __init__(self, exc, applied_maybe):
         super().__init__()
-        self.exc, self.committing = exc, committing
+        self.exc, self.applied_maybe = exc, applied_maybe
 
 
 class PostgresStore:
@@ -149,10 +164,8 @@ class PostgresStore:
                     with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
                         cut.shutdown(socket.SHUT_RDWR)
 
-    def _run(self, what, work, write=False, notify=True):
-        """work(conn) in one transaction if write (else autocommit), on a live connection;
-        retried once on a new connection if the old one was lost before COMMIT. A write
-        notifies the other HSMs unless told not to (a read-only snapshot)."""
+    def _run(self, what, work, how=READ):
+        """work(conn) on a live connection, run as `how` says (READ, ONE_*, TRANSACTION, SNAPSHOT)."""
         with self._lock:
             for attempt in (1, 2):
                 self._poll()
@@ -160,12 +173,11 @@ class PostgresStore:
                     self._connect()
                 self._deadline = time.monotonic() + self._patience
                 try:
-                    return self._attempt(self._conn, work, write, notify)
+                    return self._attempt(self._conn, work, *how)
                 except _Broken as broken:
                     self._drop()
-                    if broken.committing:
-                        raise self._error(f"{what}: connection lost during COMMIT, outcome unknown",
-                                          broken.exc) from None
+                    if broken.applied_maybe:
+                        raise self._error(f"{what}: connection lost, outcome unknown", broken.exc) from None
                     if attempt == 2:
                         raise self._error(what, broken.exc) from None
                 except psycopg.Error as exc:
@@ -173,26 +185,24 @@ class PostgresStore:
                 finally:
                     self._deadline = None
 
-    def _attempt(self, conn, work, write, notify):
-        committing = False
+    def _attempt(self, conn, work, transaction, repeatable):
+        maybe = not repeatable and not transaction  # a lost ONE_ONCE statement may have committed
         try:
-            if not write:
+            if not transaction:
                 return work(conn)
-            conn.execute("BEGIN")
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if repeatable else "BEGIN")
             try:
                 result = work(conn)
-                if notify:
-                    conn.execute(f"NOTIFY {CHANNEL}")
             except BaseException:
                 if not conn.broken:
                     conn.execute("ROLLBACK")
                 raise
-            committing = True
+            maybe = not repeatable
             conn.execute("COMMIT")
             return result
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
-                raise _Broken(exc, committing) from None
+                raise _Broken(exc, maybe) from None
             raise
 
     def _check_schema(self, conn):
@@ -200,7 +210,7 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             exists = conn.execute("SELECT to_regclass('ptkhsm_meta')").fetchone()[0]
             if exists is None:
-                for statement in _DDL.split(";"):
+                for statement in _DDL:
                     conn.execute(statement)
                 conn.execute("INSERT INTO ptkhsm_meta VALUES ('schema', %s)", (str(SCHEMA_VERSION),))
                 return
@@ -224,7 +234,7 @@ class PostgresStore:
     def update_token(self, slot, **fields):
         assignments = ", ".join(f"{name}=%s" for name in fields)
         self._run("write token", lambda c: c.execute(
-            f"UPDATE ptkhsm_tokens SET {assignments} WHERE slot=%s", (*fields.values(), slot)), write=True)
+            f"UPDATE ptkhsm_tokens SET {assignments} WHERE slot=%s", (*fields.values(), slot)), ONE_IDEMPOTENT)
 
     def use_attempt(self, slot, who, limit):
         """Count a PIN attempt before it is checked -> the new count, or None if the
@@ -233,7 +243,7 @@ class PostgresStore:
         column = FAILURE_COLUMNS[who]
         row = self._run("count PIN attempt", lambda c: c.execute(
             f"UPDATE ptkhsm_tokens SET {column}={column}+1 WHERE slot=%s AND {column}<%s "
-            f"RETURNING {column}", (slot, limit)).fetchone(), write=True)
+            f"RETURNING {column}", (slot, limit)).fetchone(), ONE_ONCE)
         return row[0] if row else None
 
     def init_token(self, slot, fields):
@@ -245,7 +255,7 @@ class PostgresStore:
             c.execute("DELETE FROM ptkhsm_objects WHERE slot=%s", (slot,))
             c.execute("DELETE FROM ptkhsm_tokens WHERE slot=%s", (slot,))
             c.execute(f"INSERT INTO ptkhsm_tokens (slot, {names}) VALUES (%s, {marks})", (slot, *fields.values()))
-        self._run("initialise token", work, write=True)
+        self._run("initialise token", work, TRANSACTION)
 
     def objects(self, slot, private):
         return self._run("read objects", lambda c: c.execute(
@@ -256,26 +266,25 @@ class PostgresStore:
         def work(c):
             return [c.execute("INSERT INTO ptkhsm_objects (slot, private, blob) VALUES (%s, %s, %s) RETURNING uid",
                               (slot, bool(private), blob)).fetchone()[0] for private, blob in rows]
-        return self._run("store object", work, write=True)
+        return self._run("store object", work, ONE_ONCE if len(rows) == 1 else TRANSACTION)
 
     def update(self, uid, private, blob):
         self._run("update object", lambda c: c.execute(
-            "UPDATE ptkhsm_objects SET private=%s, blob=%s WHERE uid=%s", (bool(private), blob, uid)), write=True)
+            "UPDATE ptkhsm_objects SET private=%s, blob=%s WHERE uid=%s", (bool(private), blob, uid)), ONE_IDEMPOTENT)
 
     def delete(self, uid):
         self._run("delete object", lambda c: c.execute("DELETE FROM ptkhsm_objects WHERE uid=%s", (uid,)),
-                  write=True)
+                  ONE_IDEMPOTENT)
 
     # -- whole-store copy (ptkhsm store copy) --------------------------------
     def contents(self):
         """-> (token rows {slot: fields}, object rows [(uid, slot, private, blob)]), one snapshot."""
         def work(c):
-            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             tokens = {row[0]: dict(zip(TOKEN_FIELDS, row[1:])) for row in c.execute(
                 f"SELECT slot, {', '.join(TOKEN_FIELDS)} FROM ptkhsm_tokens ORDER BY slot")}
             objects = c.execute("SELECT uid, slot, private, blob FROM ptkhsm_objects ORDER BY uid").fetchall()
             return tokens, objects
-        return self._run("read store", work, write=True, notify=False)
+        return self._run("read store", work, SNAPSHOT)
 
     def replace_contents(self, tokens, objects):
         """Make the store hold exactly these rows (uids kept), all or nothing."""
@@ -291,7 +300,7 @@ class PostgresStore:
                                 [(uid, slot, bool(private), blob) for uid, slot, private, blob in objects])
             c.execute("SELECT setval(pg_get_serial_sequence('ptkhsm_objects', 'uid'), "
                       "GREATEST((SELECT max(uid) FROM ptkhsm_objects), 1))")
-        self._run("write store", work, write=True)
+        self._run("write store", work, TRANSACTION)
 
     def close(self):
         with self._lock:
