@@ -252,6 +252,9 @@ class PostgresStore:
         marks = ", ".join("%s" for _ in fields)
 
         def work(c):
+            # Two HSMs initialising one slot at once: the second waits, then replaces
+            # the first's token (its DELETEs see the first's committed rows).
+            c.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (_SCHEMA_LOCK, slot))
             c.execute("DELETE FROM ptkhsm_objects WHERE slot=%s", (slot,))
             c.execute("DELETE FROM ptkhsm_tokens WHERE slot=%s", (slot,))
             c.execute(f"INSERT INTO ptkhsm_tokens (slot, {names}) VALUES (%s, {marks})", (slot, *fields.values()))
