@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit gcc make
+APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit gcc make postgresql-15
 SRC := $(shell find ptkhsm shim -name '*.py' -o -name '*.c' -o -name '*.h') pyproject.toml setup.py
 
 .PHONY: all deps venv install demo test test-fast upstream bench conformance clean inplace

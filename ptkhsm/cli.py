@@ -38,7 +38,8 @@ def main(argv=None):
 
 
 def _add_store_parser(sub):
-    store = sub.add_parser("store", help="token store maintenance").add_subparsers(dest="store_command", required=True)
+    store = sub.add_parser("store", help="token store maintenance")
+    store = store.add_subparsers(dest="store_command", required=True)
     copy = store.add_parser("copy", help="copy every token and object between sqlite and PostgreSQL stores, "
                                          "read back and compared")
     copy.add_argument("source", metavar="SRC", help="a data directory or a libpq connection string / URI")

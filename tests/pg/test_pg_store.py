@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -150,3 +151,31 @@ def test_database_restart_recovered_without_reopening(pg_server, pg_uri):
     assert sorted(blob for _, blob in other.objects(0, False)) == [b"after", b"before"]
     assert other.version() != seen  # a reconnection may have missed notifications
     store.close(), other.close()
+
+
+def test_connection_found_dead_is_replaced_before_the_call(pg_server, pg_uri):
+    """A restart while the store is idle: its next change simply succeeds, once."""
+    store = PostgresStore(pg_uri)
+    _token(store)
+    pg_server.stop("fast")
+    pg_server.start()
+    uids = store.insert(0, [(False, b"one")])
+    assert [uid for uid, _ in store.objects(0, False)] == uids
+    store.close()
+
+
+def test_concurrent_first_opens_create_the_schema_once(pg_uri):
+    errors = []
+
+    def open_one():
+        try:
+            PostgresStore(pg_uri).close()
+        except CKRError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors

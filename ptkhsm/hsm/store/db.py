@@ -168,9 +168,9 @@ class Store:
         with _device_errors("write store"), self._transaction():
             self._db.execute("DELETE FROM objects")
             self._db.execute("DELETE FROM tokens")
-            for slot, fields in tokens.items():
-                self._db.execute(f"INSERT INTO tokens (slot, {', '.join(TOKEN_FIELDS)}) VALUES (?{', ?' * len(TOKEN_FIELDS)})",
-                                 (slot, *(fields[name] for name in TOKEN_FIELDS)))
+            columns, marks = ", ".join(TOKEN_FIELDS), ", ?" * len(TOKEN_FIELDS)
+            self._db.executemany(f"INSERT INTO tokens (slot, {columns}) VALUES (?{marks})",
+                                 [(slot, *(fields[name] for name in TOKEN_FIELDS)) for slot, fields in tokens.items()])
             self._db.executemany("INSERT INTO objects (uid, slot, private, blob) VALUES (?, ?, ?, ?)",
                                  [(uid, slot, int(private), blob) for uid, slot, private, blob in objects])
 

@@ -26,6 +26,7 @@ The connection string may hold a password: it is never part of a message.
 
 import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -125,6 +126,8 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._error("connect", exc) from None
         self._conn, self._own_pid = conn, conn.pgconn.backend_pid
+        self._readable = select.poll()
+        self._readable.register(conn.pgconn.socket, select.POLLIN)
         self._version += 1  # notifications may have been missed while disconnected
 
     def _drop(self):
@@ -139,18 +142,22 @@ class PostgresStore:
             self._version += 1
 
     def _poll(self):
-        """Read the notifications waiting on the socket without blocking; drop a dead connection."""
+        """Read what waits on the socket (notifications, or the end of a connection the
+        server closed) without blocking; drop a dead connection."""
         if self._conn is None:
             return
         pgconn = self._conn.pgconn
-        try:
-            pgconn.consume_input()
-        except psycopg.Error:
-            self._drop()
-            return
-        while (pgn := pgconn.notifies()) is not None:
-            if pgn.be_pid != self._own_pid:
-                self._version += 1
+        for _ in range(16):  # a bound: notifications arriving faster than we read them
+            if not self._readable.poll(0):
+                return
+            try:
+                pgconn.consume_input()
+            except psycopg.Error:
+                self._drop()
+                return
+            while (pgn := pgconn.notifies()) is not None:
+                if pgn.be_pid != self._own_pid:
+                    self._version += 1
 
     def _watch(self):
         """Cut the connection of a call past its deadline, so that its wait ends in an error."""
