@@ -30,6 +30,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 
 from ...constants import CKR_DEVICE_ERROR
 from ...errors import CKRError
@@ -105,7 +106,8 @@ class PostgresStore:
         self._closed = False
         self._deadline = None  # monotonic time after which the call in progress is cut off
         self._patience = connect_timeout + statement_timeout + WATCHDOG_GRACE
-        threading.Thread(target=self._watch, name="ptkhsm-store-watchdog", daemon=True).start()
+        threading.Thread(target=self._watch, args=(weakref.ref(self),), name="ptkhsm-store-watchdog",
+                         daemon=True).start()
         self._conn = None
         self._own_pid = None
         self._version = 0
@@ -159,17 +161,24 @@ class PostgresStore:
                 if pgn.be_pid != self._own_pid:
                     self._version += 1
 
-    def _watch(self):
-        """Cut the connection of a call past its deadline, so that its wait ends in an error."""
-        while not self._closed:
+    @staticmethod
+    def _watch(ref):
+        """Cut the connection of a call past its deadline, so that its wait ends in an error.
+        Holds the store weakly: a store dropped without close() (C_Finalize) ends its watchdog."""
+        while True:
             time.sleep(0.25)
-            deadline, conn = self._deadline, self._conn
+            store = ref()
+            if store is None or store._closed:
+                return
+            deadline, conn = store._deadline, store._conn
+            del store
             if deadline is not None and conn is not None and time.monotonic() > deadline:
                 with contextlib.suppress(OSError, psycopg.Error):
                     # A duplicate descriptor: shutting it down ends libpq's wait on the
                     # shared socket, closing it leaves libpq's descriptor to libpq.
                     with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
                         cut.shutdown(socket.SHUT_RDWR)
+            del conn
 
     def _run(self, what, work, how=READ):
         """work(conn) on a live connection, run as `how` says (READ, ONE_*, TRANSACTION, SNAPSHOT)."""
