@@ -179,3 +179,18 @@ def test_concurrent_first_opens_create_the_schema_once(pg_uri):
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_store_item_resolved_like_every_item(pg_uri, tmp_path):
+    from ptkhsm.hsm.store import open_store
+    from ptkhsm.hsm.store.db import Store
+    conf = tmp_path / ".config" / "safenet"
+    conf.mkdir(parents=True)
+    (conf / "et_ptkc").write_text(f'ET_PTKC_SW_STORE="{pg_uri}"\nET_PTKC_SW_STORE_STATEMENT_TIMEOUT="3"\n')
+    env = {"HOME": str(tmp_path), "ET_PTKC_SW_DATAPATH": str(tmp_path / "data")}
+    store = open_store(Config(env))
+    assert isinstance(store, PostgresStore) and "-c statement_timeout=3000" in store._params["options"]
+    store.close()
+    plain = open_store(Config({**env, "ET_PTKC_SW_STORE": ""}))  # the environment wins: sqlite
+    assert isinstance(plain, Store) and plain.path == str(tmp_path / "data" / "ptkhsm.db")
+    plain.close()
