@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 
-from ...constants import CKR_DEVICE_ERROR
+from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
 from ...errors import CKRError
 from .db import FAILURE_COLUMNS, TOKEN_FIELDS
 
@@ -78,6 +78,12 @@ TRANSACTION = (True, False)   # retried only if lost before COMMIT
 SNAPSHOT = (True, True)       # a read-only transaction
 
 
+# The database's errors that mean "the token is full"; every other is CKR_DEVICE_ERROR.
+_RV_OF_SQLSTATE = {"53100": CKR_DEVICE_MEMORY,   # disk_full
+                   "53200": CKR_DEVICE_MEMORY,   # out_of_memory
+                   "54000": CKR_DEVICE_MEMORY}   # program_limit_exceeded (a row too large)
+
+
 class _Broken(Exception):
     """The connection was lost; `applied_maybe`: the change may have been committed."""
 
@@ -118,14 +124,18 @@ class PostgresStore:
         reason = str(exc).strip() or type(exc).__name__
         if self._secret:
             reason = reason.replace(self._secret, "***")
-        return CKRError(CKR_DEVICE_ERROR, f"store {self.path}: {what}: {reason}")
+        rv = _RV_OF_SQLSTATE.get(getattr(exc, "sqlstate", None), CKR_DEVICE_ERROR)
+        return CKRError(rv, f"store {self.path}: {what}: {reason}")
 
     def _connect(self):
+        conn = None
         try:
             conn = psycopg.connect(**self._params, autocommit=True)
             conn.add_notify_handler(self._notified)
             conn.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
             raise self._error("connect", exc) from None
         self._conn, self._own_pid = conn, conn.pgconn.backend_pid
         self._readable = select.poll()
