@@ -115,9 +115,9 @@ class Token:
         if not self._row or not self._row[f"{prefix}_sealed"]:
             raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED if who == USER else C.CKR_TOKEN_NOT_RECOGNIZED,
                            "PIN not initialised")
-        # The attempt is counted in the store before the PIN is tried and uncounted on
-        # success: a store shared by several HSMs (or processes) then allows exactly
-        # max_failures wrong PINs in all, however many guess in parallel.
+        # The attempt is counted in the store before the PIN is tried, and the count
+        # reset on success: a store shared by several HSMs (or processes) then allows
+        # exactly max_failures wrong PINs in all, however many guess in parallel.
         attempts = self.store.use_attempt(self.slot_id, prefix, self.pins.max_failures)
         if attempts is None:
             self.reload_row()
