@@ -232,15 +232,18 @@ class PostgresStore:
             raise
 
     def _check_schema(self, conn):
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            exists = conn.execute("SELECT to_regclass('ptkhsm_meta')").fetchone()[0]
-            if exists is None:
-                for statement in _DDL:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO ptkhsm_meta VALUES ('schema', %s)", (str(SCHEMA_VERSION),))
-                return
+        """Create the schema if there is none (once, under a lock: members may start
+        together), else refuse a version this code does not read."""
+        try:
             row = conn.execute("SELECT value FROM ptkhsm_meta WHERE key='schema'").fetchone()
+        except psycopg.errors.UndefinedTable:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                if conn.execute("SELECT to_regclass('ptkhsm_meta')").fetchone()[0] is None:
+                    for statement in _DDL:
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO ptkhsm_meta VALUES ('schema', %s)", (str(SCHEMA_VERSION),))
+                row = conn.execute("SELECT value FROM ptkhsm_meta WHERE key='schema'").fetchone()
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0] if row else 'unknown'}, "
                                              f"this ptkhsm reads {SCHEMA_VERSION}")
