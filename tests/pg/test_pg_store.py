@@ -194,3 +194,21 @@ def test_store_item_resolved_like_every_item(pg_uri, tmp_path):
     plain = open_store(Config({**env, "ET_PTKC_SW_STORE": ""}))  # the environment wins: sqlite
     assert isinstance(plain, Store) and plain.path == str(tmp_path / "data" / "ptkhsm.db")
     plain.close()
+
+
+def test_version_asks_the_database_nothing(pg_server, pg_uri):
+    store, other = PostgresStore(pg_uri), PostgresStore(pg_uri)
+    _token(other)
+    store.objects(0, False)  # the last statement this connection's backend ran
+    seen = store.version()
+    for _ in range(1000):
+        store.version()
+    last = pg_server.sql("SELECT query FROM pg_stat_activity WHERE application_name='ptkhsm' "
+                         f"AND pid={store._own_pid}", dbname=dbname(pg_uri))
+    assert last.startswith("SELECT uid, blob FROM ptkhsm_objects"), last
+    other.insert(0, [(False, b"news")])
+    deadline = time.monotonic() + 2
+    while store.version() == seen and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert store.version() != seen  # the notification, read from the socket
+    store.close(), other.close()
