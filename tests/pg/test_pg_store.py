@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -212,3 +213,12 @@ def test_version_asks_the_database_nothing(pg_server, pg_uri):
         time.sleep(0.001)
     assert store.version() != seen  # the notification, read from the socket
     store.close(), other.close()
+
+
+def test_without_psycopg_the_error_says_what_to_install(pg_uri):
+    code = ("import sys; sys.modules['psycopg'] = None\n"  # as if the extra were not installed
+            "from ptkhsm.hsm.store.postgres import PostgresStore\n"
+            "from ptkhsm.errors import CKRError\n"
+            f"try:\n    PostgresStore({pg_uri!r})\nexcept CKRError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "CKR_DEVICE_ERROR" in out and "pip install 'ptkhsm[postgresql]'" in out and PASSWORD not in out
