@@ -1,7 +1,7 @@
 """One member of an HSM group for the tests: python-pkcs11 over the real libptkhsm.so in
 its own process, with the environment (data directory, ET_PTKC_SW_STORE) it was given.
 
-    peer.py MODULE LABEL            reads commands on stdin, one reply line each:
+    peer.py MODULE LABEL            says "ready", then reads commands on stdin, one reply line each:
       find PREFIX                     -> labels of the data objects starting with PREFIX, sorted
       create LABEL                    -> OK | the exception's name
       login PIN                       -> OK | the exception's name (then logs out)
@@ -40,6 +40,7 @@ def attempt(action):
 def serve(lib, label):
     token = lib.get_token(token_label=label)
     session = token.open(rw=True)
+    print("ready", flush=True)
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "find":

@@ -31,6 +31,7 @@ class Member:
     def __init__(self, env):
         self.proc = subprocess.Popen([sys.executable, PEER, MODULE, LABEL], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout.readline() == "ready\n", "peer did not start"
 
     def ask(self, line):
         self.proc.stdin.write(line + "\n")
