@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit p11-kit-modules gcc make openssh-client openssh-server openvpn nginx curl
+APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit p11-kit-modules gcc make openssh-client openssh-server openvpn nginx curl postgresql-15
 SRC := $(shell find ptkhsm shim -name '*.py' -o -name '*.c' -o -name '*.h') pyproject.toml setup.py
 
 .PHONY: all deps venv install demo test test-fast upstream bench conformance clean inplace
@@ -27,7 +27,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python $(SRC)
 	$(PIP) install -q --disable-pip-version-check setuptools==84.2.1 cffi==2.1.1
-	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test]'
+	$(PIP) install -q --disable-pip-version-check --no-build-isolation '.[test,postgresql]'
 	@touch $@
 
 # python-pkcs11's own test suite (its sdist ships tests/), run against the module by

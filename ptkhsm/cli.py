@@ -33,6 +33,7 @@ def main(argv=None):
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (default ET_HSM_NETSERVER_WORKERS, 0: one per CPU)")
     ctkmu.add_arguments(sub.add_parser("ctkmu", help="key management (PTK-C syntax), ExtToken backup"))
+    _add_store_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if args.command == "ctkmu":   # PTK-C puts the file after the options: argparse leaves it over
         return ctkmu.command(args, extra)
@@ -40,6 +41,9 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return _serve(args)
+    if args.command == "store":
+        from .hsm.store import copy
+        return copy.command(args)
     if args.command in ("register", "unregister"):
         return p11kit.command(args, module_path())
     if args.command in ("install", "uninstall"):
@@ -56,6 +60,16 @@ def main(argv=None):
             print(f"ptkhsm: {problem}", file=sys.stderr)
         print(copy or path)
     return 0
+
+
+def _add_store_parser(sub):
+    store = sub.add_parser("store", help="token store maintenance")
+    store = store.add_subparsers(dest="store_command", required=True)
+    copy = store.add_parser("copy", help="copy every token and object between sqlite and PostgreSQL stores, "
+                                         "read back and compared")
+    copy.add_argument("source", metavar="SRC", help="a data directory or a libpq connection string / URI")
+    copy.add_argument("target", metavar="DST", help="a data directory or a libpq connection string / URI")
+    copy.add_argument("--force", action="store_true", help="replace what DST already holds")
 
 
 def ctconf_main():

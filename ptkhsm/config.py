@@ -97,6 +97,13 @@ ITEMS = {item.name: item for item in [
          "worker processes of `ptkhsm serve` (0: one per CPU)"),
     Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
          "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
+    Item("ET_PTKC_SW_STORE", "", lambda n, t: t.strip(),
+         "token store: empty = sqlite in the data directory; a libpq connection string "
+         "or postgresql:// URI = that PostgreSQL database (docs/store-postgresql.md)"),
+    Item("ET_PTKC_SW_STORE_CONNECT_TIMEOUT", 5, _int_range(1, 600),
+         "seconds allowed to connect to the PostgreSQL store before CKR_DEVICE_ERROR"),
+    Item("ET_PTKC_SW_STORE_STATEMENT_TIMEOUT", 10, _int_range(1, 3600),
+         "seconds a PostgreSQL store statement (or lock wait) may take before CKR_DEVICE_ERROR"),
 ]}
 
 

@@ -21,7 +21,7 @@ from . import access, operations, policy
 from .mechanisms import REGISTRY, lookup
 from .objects import SESSION_HANDLES, Handles, Obj, ObjectTable, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
-from .store.db import Store
+from .store import open_store
 from .token import PinPolicy, Token
 
 MANUFACTURER = "ptkhsm project"
@@ -41,7 +41,7 @@ class HSM:
 
     def __init__(self, config):
         self.config = config
-        self.store = Store(config.get("ET_PTKC_SW_DATAPATH"), config.get("ET_PTKC_SW_STORAGE_KEYFILE"))
+        self.store = open_store(config)
         self.serial = config.get("ET_PTKC_SW_SERIAL")
         pins = PinPolicy(config.get("ET_PTKC_SW_MIN_PIN"), config.get("ET_PTKC_SW_MAX_PIN"),
                          config.get("ET_PTKC_SW_MAX_LOGIN_FAILURES"),

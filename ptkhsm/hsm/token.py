@@ -117,20 +117,22 @@ class Token:
         if not self._row or not self._row[f"{prefix}_sealed"]:
             raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED if who == USER else C.CKR_TOKEN_NOT_RECOGNIZED,
                            "PIN not initialised")
-        failures = self._row[f"{prefix}_failures"]
-        if failures >= self.pins.max_failures:
+        # The attempt is counted in the store before the PIN is tried, and the count
+        # reset on success: a store shared by several HSMs (or processes) then allows
+        # exactly max_failures wrong PINs in all, however many guess in parallel.
+        attempts = self.store.use_attempt(self.slot_id, prefix, self.pins.max_failures)
+        if attempts is None:
+            self.reload_row()
             raise CKRError(C.CKR_PIN_LOCKED, "PIN locked after too many failures")
         try:
             data_key = sealing.unseal_with_pin(pin, self._row[f"{prefix}_salt"],
                                                self._row[f"{prefix}_sealed"], self.pins.iterations)
         except sealing.WrongKey:
-            self.store.update_token(self.slot_id, **{f"{prefix}_failures": failures + 1})
             self.reload_row()
-            locked = failures + 1 >= self.pins.max_failures
+            locked = attempts >= self.pins.max_failures
             raise CKRError(C.CKR_PIN_LOCKED if locked else C.CKR_PIN_INCORRECT, "wrong PIN") from None
-        if failures:
-            self.store.update_token(self.slot_id, **{f"{prefix}_failures": 0})
-            self.reload_row()
+        self.store.update_token(self.slot_id, **{f"{prefix}_failures": 0})
+        self.reload_row()
         return data_key
 
     def log_in(self, who, pin):

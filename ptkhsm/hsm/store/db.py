@@ -43,6 +43,7 @@ CREATE INDEX IF NOT EXISTS objects_slot ON objects(slot, private);
 
 TOKEN_FIELDS = ("label", "so_salt", "so_sealed", "user_salt", "user_sealed",
                 "so_failures", "user_failures")
+FAILURE_COLUMNS = {"so": "so_failures", "user": "user_failures"}
 
 
 def _device_error(what, exc):
@@ -90,47 +91,28 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")  # freed cells are zeroed, not left to read
         with self._transaction():  # one process at a time: the first one makes the key file
-            self.storage_key = files.read_key(self.key_path)
             for statement in _DDL.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                self._adopt_storage_key()
-            elif row[0] == "1":
-                self._adopt_storage_key()
-                self._seal_clear_public_objects()
-            elif row[0] == str(SCHEMA_VERSION):
-                self._check_storage_key()
-            else:
+            elif row[0] not in ("1", str(SCHEMA_VERSION)):
                 raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0]}, "
                                f"this ptkhsm reads {SCHEMA_VERSION}")
+            # a new store, or one of schema 1 (public objects in clear), adopts the key file's key
+            check = self._db.execute("SELECT value FROM meta WHERE key='storage_check'").fetchone()
+            if row is None or row[0] == "1":
+                recorded = None
+            else:  # a schema-2 store without its check value is not opened with any key
+                recorded = bytes.fromhex(check[0]) if check else b""
+            self.storage_key, new_check = files.storage_key(self.key_path, recorded, self.path)
+            if new_check is not None:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('storage_check', ?)", (new_check.hex(),))
+            if row is not None and row[0] == "1":
+                self._seal_clear_public_objects()
         if row is not None and row[0] == "1":
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear pages leave the WAL too
-
-    def _adopt_storage_key(self):
-        """A store without one gets the key file's key (made now if there is none)."""
-        if self.storage_key is None:
-            self.storage_key = files.create_key(self.key_path, sealing.new_storage_key())
-        self._check_key_size()
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('storage_check', ?)",
-                         (sealing.storage_check(self.storage_key).hex(),))
-
-    def _check_storage_key(self):
-        if self.storage_key is None:
-            raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: its storage key file {self.key_path} "
-                           f"is missing: the public objects cannot be read without it (restore it)")
-        self._check_key_size()
-        check = self._db.execute("SELECT value FROM meta WHERE key='storage_check'").fetchone()
-        if check is None or not sealing.is_storage_key(self.storage_key, bytes.fromhex(check[0])):
-            raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: the storage key file {self.key_path} "
-                           f"is not this store's")
-
-    def _check_key_size(self):
-        if len(self.storage_key) != sealing.STORAGE_KEY_SIZE:
-            raise CKRError(CKR_DEVICE_ERROR, f"store: {self.key_path}: {len(self.storage_key)} bytes, "
-                           f"a storage key has {sealing.STORAGE_KEY_SIZE}")
 
     def _seal_clear_public_objects(self):
         for uid, blob in self._db.execute("SELECT uid, blob FROM objects WHERE private=0").fetchall():
@@ -200,3 +182,37 @@ class Store:
     def delete(self, uid):
         with _device_errors("delete object"), self._transaction():
             self._db.execute("DELETE FROM objects WHERE uid=?", (uid,))
+
+    def use_attempt(self, slot, who, limit):
+        """Count a PIN attempt before it is checked -> the new count, or None if the
+        count has reached limit. One UPDATE, so parallel guessers each use one attempt."""
+        column = FAILURE_COLUMNS[who]
+        with _device_errors("count PIN attempt"), self._transaction():
+            row = self._db.execute(f"UPDATE tokens SET {column}={column}+1 WHERE slot=? AND {column}<? "
+                                   f"RETURNING {column}", (slot, limit)).fetchone()
+        return row[0] if row else None
+
+    # -- whole-store copy (ptkhsm store copy) --------------------------------
+    def contents(self):
+        """-> (token rows {slot: fields}, object rows [(uid, slot, private, blob)]), one snapshot."""
+        with _device_errors("read store"), self._transaction():
+            tokens = {row[0]: dict(zip(TOKEN_FIELDS, row[1:])) for row in self._db.execute(
+                f"SELECT slot, {', '.join(TOKEN_FIELDS)} FROM tokens ORDER BY slot")}
+            objects = [(uid, slot, bool(private), blob) for uid, slot, private, blob in self._db.execute(
+                "SELECT uid, slot, private, blob FROM objects ORDER BY uid")]
+        return tokens, objects
+
+    def replace_contents(self, tokens, objects):
+        """Make the store hold exactly these rows (uids kept), all or nothing."""
+        with _device_errors("write store"), self._transaction():
+            self._db.execute("DELETE FROM objects")
+            self._db.execute("DELETE FROM tokens")
+            columns, marks = ", ".join(TOKEN_FIELDS), ", ?" * len(TOKEN_FIELDS)
+            self._db.executemany(f"INSERT INTO tokens (slot, {columns}) VALUES (?{marks})",
+                                 [(slot, *(fields[name] for name in TOKEN_FIELDS)) for slot, fields in tokens.items()])
+            self._db.executemany("INSERT INTO objects (uid, slot, private, blob) VALUES (?, ?, ?, ?)",
+                                 [(uid, slot, int(private), blob) for uid, slot, private, blob in objects])
+
+    def close(self):
+        with self._lock:
+            self._db.close()

@@ -12,6 +12,7 @@ import stat
 
 from ...constants import CKR_DEVICE_ERROR
 from ...errors import CKRError
+from . import sealing
 
 
 def _refuse(path, why):
@@ -97,3 +98,29 @@ def create_key(path, key):
         except OSError:
             pass
     return read_key(path)
+
+
+def storage_key(key_path, recorded, where):
+    """The storage key a store opens with, for either backend. `recorded`: the check value
+    the store keeps (None: the store has none yet, and takes the key file's key, made now
+    if there is none). -> (key, check value to record, or None when it is recorded)."""
+    key = read_key(key_path)
+    if recorded is None:
+        if key is None:
+            key = create_key(key_path, sealing.new_storage_key())
+        _check_key_size(key_path, key)
+        return key, sealing.storage_check(key)
+    if key is None:
+        raise CKRError(CKR_DEVICE_ERROR, f"store {where}: its storage key file {key_path} "
+                       f"is missing: the public objects cannot be read without it (restore it)")
+    _check_key_size(key_path, key)
+    if not sealing.is_storage_key(key, recorded):
+        raise CKRError(CKR_DEVICE_ERROR, f"store {where}: the storage key file {key_path} "
+                       f"is not this store's")
+    return key, None
+
+
+def _check_key_size(key_path, key):
+    if len(key) != sealing.STORAGE_KEY_SIZE:
+        raise CKRError(CKR_DEVICE_ERROR, f"store: {key_path}: {len(key)} bytes, "
+                       f"a storage key has {sealing.STORAGE_KEY_SIZE}")
