@@ -30,6 +30,13 @@ from collections import namedtuple
 
 Call = namedtuple("Call", "id name functions args reply session pins secrets")
 
+# The handle ranges of the interface, one below the other: a token object's handle is
+# its store row (below SESSION_HANDLES); sessions and session objects count from
+# SESSION_HANDLES; a layer stacked on the client (ExtToken) numbers its own objects from
+# LAYER_HANDLES. All stay positive 32-bit numbers for callers that keep them in an int.
+SESSION_HANDLES = 1 << 30
+LAYER_HANDLES = 0x70000000
+
 ULONG, OPT_ULONG, BYTES, TEMPLATE, ULONGS, MECHANISM = "ulong", "opt_ulong", "bytes", "template", "ulongs", "mechanism"
 OUT, INFO, TUPLE, VALUES, NONE = "out", "info", "tuple", "values", "none"
 

@@ -26,7 +26,7 @@ import time
 
 from .. import constants as C
 from .. import mechparams as P
-from ..calls import BY_NAME, CALLS
+from ..calls import BY_NAME, CALLS, SESSION_HANDLES
 from ..errors import CKRError
 from ..log import logger
 from ..transport.channel import Channel
@@ -36,7 +36,6 @@ from ..transport.channel import Channel
 # initialising it, relying on the module having done so (SoftHSMv2 does; the embedded
 # HSM does through hashlib); without it `--read-object --type pubkey` of a P-256 key
 # fails with "cannot create EVP_PKEY" (tests/mechanisms/test_openssl_interop.py).
-SESSION_OBJECTS = 1 << 30  # handles from here up are session objects (ptkhsm.hsm.objects)
 OBJECT_ARGS = {"obj_handle", "key", "key_handle", "wrapping_handle", "unwrapping_handle", "base_handle"}
 MAKERS = {"create_object", "copy_object", "derive_key", "unwrap_key"}   # replayable: same object again
 RANDOM_MAKERS = {"generate_key", "generate_key_pair"}                   # a new random key each time
@@ -89,7 +88,7 @@ class NetClient:
         self._virtual = {}     # server handle -> virtual handle, for the current channel
         self._logins = {}      # slot -> (user type, PIN), HA only: replayed after a fail-over
         self._handles = itertools.count(1).__next__
-        self._object_handles = itertools.count(SESSION_OBJECTS).__next__
+        self._object_handles = itertools.count(SESSION_HANDLES).__next__
         self._connect()
 
     # -- connections -------------------------------------------------------------------
@@ -145,7 +144,7 @@ class NetClient:
 
     # -- handles -----------------------------------------------------------------------
     def _to_server(self, handle):
-        if handle < SESSION_OBJECTS:
+        if handle < SESSION_HANDLES:
             return handle  # token objects keep their handle on every server
         obj = self._objects.get(handle)
         if obj is None:
@@ -157,7 +156,7 @@ class NetClient:
         return obj.server
 
     def _to_virtual(self, server_handle):
-        if server_handle < SESSION_OBJECTS:
+        if server_handle < SESSION_HANDLES:
             return server_handle
         virtual = self._virtual.get(server_handle)
         if virtual is None:  # a session object another call of ours made
@@ -201,7 +200,7 @@ class NetClient:
             virtual = []
             for server_handle in results:
                 v = self._to_virtual(server_handle)
-                if v >= SESSION_OBJECTS:
+                if v >= SESSION_HANDLES:
                     self._objects[v].session = args[0]
                     self._objects[v].recipe = (name, args) if name in MAKERS else None
                 virtual.append(v)

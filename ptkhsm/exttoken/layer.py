@@ -29,12 +29,13 @@ from collections import OrderedDict
 from .. import constants as C
 from .. import mechparams as P
 from .. import schema
+from ..calls import LAYER_HANDLES
 from ..errors import CKRError
 from ..log import logger
 from .files import FAST, PRIVATE, PUBLIC, Files
 
 SLOT = 0
-BASE = 0x40000000          # virtual handles: BASE + object id (HSM handles stay below)
+BASE = LAYER_HANDLES       # virtual handles: BASE + object id (the HSM's stay below)
 LABEL = b"ExtToken"
 VALUE_PREFIX = b"file:"
 RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
@@ -428,9 +429,13 @@ class ExtToken:
     def _store(self, handle, oid=None):
         """Wrap an HSM object under its master key and append it -> virtual handle."""
         token = self._token
-        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED)
+        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID)
         values = dict(zip(types, self.lower.get_attributes(self._loader, handle, types)))
         meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
+        # The object keeps the identity it was made with: each load and rewrite makes a new
+        # copy in the HSM, with a CKA_UNIQUE_ID of its own, which the application never sees.
+        earlier = token.files.index.get(oid) if oid is not None else None
+        meta[C.CKA_UNIQUE_ID] = (earlier.meta if earlier else {}).get(C.CKA_UNIQUE_ID, values[C.CKA_UNIQUE_ID])
         if meta.get(C.CKA_CLASS) in _KEEP_SECRET and values[C.CKA_EXTRACTABLE] is not True:
             raise CKRError(C.CKR_KEY_UNEXTRACTABLE, UNEXTRACTABLE)
         if values[C.CKA_TRUSTED] is True:
@@ -550,7 +555,9 @@ class ExtToken:
             if all(t == C.CKA_TOKEN or t in entry.meta for t in types):
                 return [True if t == C.CKA_TOKEN else entry.meta[t] for t in types]
             out = self.lower.get_attributes(session, self._load(entry), types)
-        return [True if t == C.CKA_TOKEN and not isinstance(v, CKRError) else v for t, v in zip(types, out)]
+        own = {C.CKA_TOKEN: True, C.CKA_UNIQUE_ID: entry.meta.get(C.CKA_UNIQUE_ID)}
+        return [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
+                for t, v in zip(types, out)]
 
     def object_size(self, session, obj_handle):
         with self._lock:

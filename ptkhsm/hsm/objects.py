@@ -3,6 +3,8 @@
 import itertools
 
 from .. import constants as C
+from ..calls import LAYER_HANDLES, SESSION_HANDLES
+from ..errors import CKRError
 
 
 class Obj:
@@ -129,21 +131,18 @@ class ObjectTable(dict):
                     del index[value]
 
 
-# Token objects take their store row as handle (token.py); session objects and
-# sessions count from here, so the two never meet (2**30 rows is plenty, and the
-# handles stay positive 32-bit numbers for callers that keep them in an int).
-SESSION_HANDLES = 1 << 30
-
-
 class Handles:
     """Handles of session objects and sessions: never 0 (CK_INVALID_HANDLE), never
-    reused in a process, never a token object's."""
+    reused in a process, never a token object's nor a stacked layer's (calls.py)."""
 
     def __init__(self, start=SESSION_HANDLES):
         self._next = itertools.count(start).__next__
 
     def new(self):
-        return self._next()
+        handle = self._next()
+        if handle >= LAYER_HANDLES:
+            raise CKRError(C.CKR_DEVICE_MEMORY, "this process has used every session and object handle")
+        return handle
 
 
 def matches(attrs, template):

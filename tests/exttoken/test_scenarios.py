@@ -96,6 +96,7 @@ def _tool(slot, *args, data=None):
     text = (result.stdout + result.stderr).decode(errors="replace")
     # What differs by design between two tokens: keys, slot numbers, random values.
     text = re.sub(r"(EC_POINT|VALUE):\s+[0-9a-f]+", r"\1: <random>", text)
+    text = re.sub(r"Unique ID:\s+[0-9a-f]+", "Unique ID: <random>", text)  # CKA_UNIQUE_ID, per object
     text = re.sub(r"slot \d+|Slot \d+|0x[0-9a-f]+\)", "<slot>", text)
     text = re.sub(r"Data object \d+", "Data object <handle>", text)
     return result.returncode, text

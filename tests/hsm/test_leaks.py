@@ -4,7 +4,10 @@ tests/test_soak.py, watches the same through the real .so from 8 threads)."""
 import gc
 import tracemalloc
 
+import pytest
+
 from ptkhsm import constants as C
+from ptkhsm.errors import CKRError
 
 from test_engine import RW, hsm, make_hsm, user_session  # noqa: F401 (fixture)
 
@@ -47,5 +50,8 @@ def test_handles_stable_across_logout_and_forgotten_when_deleted_elsewhere(hsm, 
     hsm.login(s, C.CKU_USER, b"1234")
     hsm.find_init(s, [(C.CKA_CLASS, C.CKO_DATA)])
     assert hsm.find(s, 10) == [kept]  # same handle as before the logout
-    token = hsm.tokens[0]
-    assert doomed not in token._handle_of.values() and len(token._handle_of) == 1
+    # A handle is the object's store row: nothing is kept for it once the row is gone.
+    assert doomed not in hsm.tokens[0].objects
+    with pytest.raises(CKRError) as refused:
+        hsm.get_attributes(s, doomed, [C.CKA_LABEL])
+    assert refused.value.rv == C.CKR_OBJECT_HANDLE_INVALID

@@ -2,6 +2,7 @@
 directory) on one PostgreSQL database: one truth for all, exact under concurrent
 writers, group-wide lock-out, and no acknowledged object lost across a restart."""
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,9 +19,11 @@ LABEL = "group"
 
 
 def member_env(pg_uri, **extra):
+    # every member holds a copy of the group's storage key file (pg_uri's fixture names it)
     env = {"PATH": "/usr/bin:/bin", "HOME": tempfile.mkdtemp(prefix="ptkhsm-home-"),
            "ET_PTKC_SW_DATAPATH": tempfile.mkdtemp(prefix="ptkhsm-member-"), "ET_PTKC_SW_STORE": pg_uri,
-           "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000"}
+           "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000",
+           "ET_PTKC_SW_STORAGE_KEYFILE": os.environ["ET_PTKC_SW_STORAGE_KEYFILE"]}
     env.update(extra)
     return env
 
@@ -168,3 +171,13 @@ def test_kill_9_mid_write_leaves_no_partial_object(group):
     found = a.ask("find w").split(",")  # every stored row decodes, or the find would fail
     assert set(acked) <= set(found) and all(label.startswith("w0-") for label in found)
     assert a.ask("create after-kill") == "OK"
+
+
+def test_a_member_without_the_groups_storage_key_is_refused(pg_uri, tmp_path):
+    """The first member records its storage key's check value; one with another key file
+    (or none) cannot open the database, with a message naming the file."""
+    Member(member_env(pg_uri)).stop()
+    stranger = member_env(pg_uri, ET_PTKC_SW_STORAGE_KEYFILE=str(tmp_path / "other.key"))
+    proc = subprocess.run([sys.executable, PEER, MODULE, LABEL], env=stranger, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.stdout != "ready\n" and "other.key is missing" in proc.stderr
