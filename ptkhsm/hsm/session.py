@@ -61,7 +61,7 @@ class Session:
         self.rw = rw
         self.ops = {}
         self.objects = set()  # handles of the session objects it owns
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered: a host's GC may finish an abandoned operation mid-call
 
     def idle(self, kind):
         """The one check of CKR_OPERATION_ACTIVE: an Init while an operation of `kind` runs
