@@ -40,6 +40,14 @@ def _bool(name, text):
     raise ConfigError(f"{name}={text!r}: not a boolean (use 1/0, true/false, yes/no)")
 
 
+def _choice(*choices):
+    def parse(name, text):
+        if text not in choices:
+            raise ConfigError(f"{name}={text!r}: not one of {', '.join(choices)}")
+        return text
+    return parse
+
+
 def _path(name, text):
     if not text:
         raise ConfigError(f"{name} is empty: give a directory")
@@ -69,6 +77,9 @@ ITEMS = {item.name: item for item in [
          "PBKDF2-SHA256 iterations turning a PIN into its key-encryption key"),
     Item("ET_PTKC_EXTTOKEN_ENABLE", True, _bool,
          "treat slot 0 as an external token (takes effect with the ExtToken layer)"),
+    # read by the C shim before Python starts (ptkhsm_shim.c); listed here so it is validated and documented
+    Item("ET_PTKC_HSM_PROCESS", "auto", _choice("auto", "in-process", "separate"),
+         "where the HSM runs: in the host's process when it can share it (auto), always, or separately"),
 ]}
 
 
