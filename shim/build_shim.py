@@ -235,9 +235,9 @@ def _pins():
     return pins, imports
 
 
-def _preflight_source(sitedirs):
+def _preflight_source(sitedirs, version):
     pins, imports = _pins()
-    head = f"SITEDIRS = {sitedirs!r}\nPINS = {pins!r}\nIMPORTS = {imports!r}\n"
+    head = f"SITEDIRS = {sitedirs!r}\nVERSION = {version!r}\nPINS = {pins!r}\nIMPORTS = {imports!r}\n"
     return head + (HERE / "preflight.py").read_text()
 
 
@@ -276,7 +276,7 @@ def build(target_dir, version, tmpdir):
         f'#define PTKHSM_VERSION "{version}"',
         f'#define PTKHSM_P11KIT_CLIENT "{_p11kit_client()}"',
         f'#define PTKHSM_P11KIT "{shutil.which("p11-kit") or "/usr/bin/p11-kit"}"',
-        f'static const char PTKHSM_PREFLIGHT[] = {_c_string(_preflight_source(sitedir_list))};',
+        f'static const char PTKHSM_PREFLIGHT[] = {_c_string(_preflight_source(sitedir_list, version))};',
         f'#define PTKHSM_SEARCHPATH "{searchpath}"',
         f'#define PTKHSM_STDLIB "{paths["stdlib"]}"',
         c_part,

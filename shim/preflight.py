@@ -1,9 +1,10 @@
 # Run by libptkhsm.so's C code (ptkhsm_shim.c) in the host's interpreter,
 # before cffi imports anything there: can the HSM share this interpreter?
 # Given SITEDIRS (where ptkhsm was installed), HERE (the directory of the
-# .so), PINS ({distribution: version} from pyproject) and IMPORTS ({module:
-# distribution}), it sets `reason` (None, or why the HSM cannot run here)
-# and `package` (the ptkhsm package directory the init code loads, or "").
+# .so), VERSION (the library's), PINS ({distribution: version} from
+# pyproject) and IMPORTS ({module: distribution}), it sets `reason` (None, or
+# why the HSM cannot run here) and `package` (the ptkhsm package directory
+# the init code loads, or "").
 # Plain stdlib only: nothing of ours is importable yet.
 import importlib.metadata
 import os
@@ -45,12 +46,13 @@ def _package_dir():
 
 
 def _ptkhsm_conflict(package):
+    # A host that imported ptkhsm itself (its own tools, our tests) keeps that
+    # copy if it is this library's version.
     loaded = sys.modules.get("ptkhsm")
-    if loaded is None or not package:
+    have = getattr(loaded, "__version__", None)
+    if loaded is None or have == VERSION:
         return None
-    if os.path.dirname(os.path.abspath(getattr(loaded, "__file__", "") or "")) == package:
-        return None
-    return f"the host has already imported another ptkhsm package ({loaded.__file__}); libptkhsm.so uses {package}"
+    return f"the host has already imported ptkhsm {have} ({loaded.__file__}); libptkhsm.so is ptkhsm {VERSION}"
 
 
 def _check():
