@@ -33,9 +33,5 @@ def main(argv=None):
     return 0
 
 
-def ctconf_main():
-    sys.exit(main(["ctconf", *sys.argv[1:]]))
-
-
 def ctperf_main():
     sys.exit(main(["ctperf", *sys.argv[1:]]))
