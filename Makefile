@@ -3,7 +3,9 @@
 # Python packages pinned in pyproject.toml into .venv.
 
 PYTHON ?= python3
-VENV   := .venv
+# One venv per interpreter: `make PYTHON=python3.13 test` builds and tests in .venv-3.13
+# (the default python3 keeps .venv). tests/test_builds.py smoke-tests the other versions.
+VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
