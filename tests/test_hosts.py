@@ -10,6 +10,7 @@ CKR_GENERAL_ERROR naming both versions.
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -184,3 +185,18 @@ def test_killed_host_leaves_data_intact(data, version):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     result, _ = run(pkcs11_venv(version), "pkcs11_host.py", TOKEN_LABEL, USER_PIN, "roundtrip", env=data)
     assert result["ok"]
+
+
+@pytest.mark.parametrize("version", [OURS, OTHERS[0]])
+def test_library_copied_elsewhere_finds_its_environment(data, tmp_path, version):
+    """`ptkhsm install` copies the .so out of the venv: the site-packages baked
+    into it at build time still lead to ptkhsm and its pinned packages."""
+    python = pkcs11_venv(version)
+    copy = tmp_path / "lib" / "ptkhsm" / "libptkhsm.so"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(MODULE, copy)
+    result = subprocess.run([python, str(SCRIPTS / "ctypes_host.py"), str(copy), USER_PIN], capture_output=True,
+                            text=True, env=data, timeout=120)
+    out = json.loads(result.stdout)
+    assert out["C_Initialize"] == 0 and out["C_GenerateKey"] == 0, result.stderr
+    assert out["label"] == TOKEN_LABEL and out["in_process"] is (version == OURS)
