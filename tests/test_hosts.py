@@ -200,3 +200,13 @@ def test_library_copied_elsewhere_finds_its_environment(data, tmp_path, version)
     out = json.loads(result.stdout)
     assert out["C_Initialize"] == 0 and out["C_GenerateKey"] == 0, result.stderr
     assert out["label"] == TOKEN_LABEL and out["in_process"] is (version == OURS)
+
+
+@pytest.mark.parametrize("version", [OURS, OTHERS[0]])
+def test_pykcs11_host(data, version):
+    """PyKCS11 (SWIG) in its own venv: in process on the build's version, separately on another."""
+    python = interpreter(version)
+    if not python:
+        pytest.skip(f"no Python {version} on this machine")
+    result, stderr = run(host_venv(python, ["PyKCS11"]), "pykcs11_host.py", TOKEN_LABEL, USER_PIN, env=data)
+    assert result == {"ok": True, "in_process": version == OURS, "python": version}, stderr
