@@ -135,16 +135,19 @@ def test_req_x509(openssl, kind):
 
 def _wait_for_accept(server, deadline):
     """The port s_server listens on, from its `ACCEPT 127.0.0.1:<port>` line."""
+    # Raw reads from the pipe: a buffered readline() may take both of
+    # s_server's lines at once and leave ACCEPT where select() cannot see it.
     seen = ""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([server.stdout], [], [], 0.2)
         if ready:
-            line = server.stdout.readline()
-            if not line:
+            chunk = os.read(server.stdout.fileno(), 4096).decode(errors="replace")
+            if not chunk:
                 break
-            seen += line
-            if line.startswith("ACCEPT"):
-                return int(line.rsplit(":", 1)[1]), seen
+            seen += chunk
+            for line in seen.split("\n")[:-1]:  # complete lines only
+                if line.startswith("ACCEPT"):
+                    return int(line.rsplit(":", 1)[1]), seen
         elif server.poll() is not None:
             break
     return None, seen
