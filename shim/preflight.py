@@ -1,7 +1,8 @@
 # Run by libptkhsm.so's C code (ptkhsm_shim.c) in the host's interpreter,
 # before cffi imports anything there: can the HSM share this interpreter?
 # Given SITEDIRS (where ptkhsm was installed), HERE (the directory of the
-# .so), VERSION (the library's), PINS ({distribution: version} from
+# .so), REFUSE (True when a reason means CKR_GENERAL_ERROR, not a separate
+# process), VERSION (the library's), PINS ({distribution: version} from
 # pyproject) and IMPORTS ({module: distribution}), it sets `reason` (None, or
 # why the HSM cannot run here) and `package` (the ptkhsm package directory
 # the init code loads, or "").
@@ -69,3 +70,9 @@ def _check():
 
 package = ""
 reason = _check()
+if reason and REFUSE:
+    # The C side prints it on stderr (where ptkhsm's log goes); a host that
+    # gave the `ptkhsm` logger handlers of its own gets it there too.
+    import logging
+    if logging.getLogger("ptkhsm").handlers:
+        logging.getLogger("ptkhsm").error(reason)

@@ -161,7 +161,7 @@ static int ptkhsm_start_python(char *reason, size_t size)
 
 /* shim/preflight.py in the (host's or our) interpreter: 1 the HSM can run
  * here, 0 it cannot (the host's packages; reason says why), -1 it failed. */
-static int ptkhsm_preflight(char *reason, size_t size)
+static int ptkhsm_preflight(int refuse, char *reason, size_t size)
 {
     int verdict = -1;
     char here[4096];
@@ -171,7 +171,8 @@ static int ptkhsm_preflight(char *reason, size_t size)
     globals = PyDict_New();
     if (globals && PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
         PyObject *dir = PyUnicode_DecodeFSDefault(dirname(here));
-        if (dir && PyDict_SetItemString(globals, "HERE", dir) == 0)
+        if (dir && PyDict_SetItemString(globals, "HERE", dir) == 0
+                && PyDict_SetItemString(globals, "REFUSE", refuse ? Py_True : Py_False) == 0)
             result = PyRun_String(PTKHSM_PREFLIGHT, Py_file_input, globals, globals);
         Py_XDECREF(dir);
     }
@@ -256,7 +257,8 @@ static void ptkhsm_choose_route(void)
                      ptkhsm_foreign_python, PY_MAJOR_VERSION, PY_MINOR_VERSION);
             verdict = 0;
         } else {
-            verdict = ptkhsm_start_python(reason, sizeof reason) ? ptkhsm_preflight(reason, sizeof reason) : -1;
+            verdict = ptkhsm_start_python(reason, sizeof reason)
+                ? ptkhsm_preflight(!strcmp(mode, "in-process"), reason, sizeof reason) : -1;
         }
         if (verdict == 1)
             ptkhsm_route_taken = PTKHSM_ROUTE_PYTHON;

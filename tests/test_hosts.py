@@ -210,3 +210,16 @@ def test_pykcs11_host(data, version):
         pytest.skip(f"no Python {version} on this machine")
     result, stderr = run(host_venv(python, ["PyKCS11"]), "pykcs11_host.py", TOKEN_LABEL, USER_PIN, env=data)
     assert result == {"ok": True, "in_process": version == OURS, "python": version}, stderr
+
+
+def test_refusal_reaches_a_host_configured_log(data, tmp_path):
+    """A host that gave the `ptkhsm` logger a handler gets the refusal there as well as on stderr."""
+    site = fake_package(tmp_path, "cryptography", "1.0")
+    code = ("import io, logging, ctypes, sys; import cryptography; log = io.StringIO(); "
+            "logging.getLogger('ptkhsm').addHandler(logging.StreamHandler(log)); "
+            "print(ctypes.CDLL(sys.argv[1]).C_Initialize(None)); print(log.getvalue().strip())")
+    env = {**data, "PYTHONPATH": site, "ET_PTKC_HSM_PROCESS": "in-process"}
+    result = subprocess.run([sys.executable, "-c", code, MODULE], capture_output=True, text=True, env=env, timeout=60)
+    rv, logged = result.stdout.split("\n", 1)
+    assert rv == "5" and "already imported cryptography 1.0" in logged, result.stdout + result.stderr
+    assert "needs cryptography 50.0.2" in result.stderr
