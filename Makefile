@@ -3,7 +3,9 @@
 # Python packages pinned in pyproject.toml into .venv.
 
 PYTHON ?= python3
-VENV   := .venv
+# One venv per interpreter: `make PYTHON=python3.13 test` builds and tests in .venv-3.13
+# (the default python3 keeps .venv). tests/test_builds.py smoke-tests the other versions.
+VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
@@ -33,11 +35,12 @@ $(STAMP): $(VENV)/bin/python $(SRC)
 # python-pkcs11's own test suite (its sdist ships tests/), run against the module by
 # tests/test_upstream_python_pkcs11.py. Only tests/ is kept: the sdist's uncompiled
 # pkcs11/ package must not shadow the installed one. The pytest.ini stops pytest
-# from taking our configuration.
+# from taking our configuration. `--no-binary python-pkcs11`, not `:all:`: the
+# latter builds the sdist's build requirements (Cython) from source too.
 UPSTREAM := .cache/python-pkcs11-0.10.1-tests
 $(UPSTREAM)/tests: | $(VENV)/bin/python
 	mkdir -p .cache $(UPSTREAM)
-	$(PIP) download -q --disable-pip-version-check --no-deps --no-binary :all: python-pkcs11==0.10.1 -d .cache
+	$(PIP) download -q --disable-pip-version-check --no-deps --no-binary python-pkcs11 python-pkcs11==0.10.1 -d .cache
 	tar -xzf .cache/python_pkcs11-0.10.1.tar.gz -C $(UPSTREAM) --strip-components=1 python_pkcs11-0.10.1/tests
 	printf '[pytest]\n' > $(UPSTREAM)/pytest.ini
 	@touch $@

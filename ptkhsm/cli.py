@@ -72,10 +72,6 @@ def _add_store_parser(sub):
     copy.add_argument("--force", action="store_true", help="replace what DST already holds")
 
 
-def ctconf_main():
-    sys.exit(main(["ctconf", *sys.argv[1:]]))
-
-
 def ctperf_main():
     sys.exit(main(["ctperf", *sys.argv[1:]]))
 

@@ -40,6 +40,16 @@ def _bool(name, text):
     raise ConfigError(f"{name}={text!r}: not a boolean (use 1/0, true/false, yes/no)")
 
 
+def _choice(*choices, upper=False):
+    """One of `choices`; with upper, written in any case (the C shim reads the others as they are)."""
+    def parse(name, text):
+        value = text.strip().upper() if upper else text
+        if value not in choices:
+            raise ConfigError(f"{name}={text!r}: not one of {', '.join(choices)}")
+        return value
+    return parse
+
+
 def _path(name, text):
     if not text:
         raise ConfigError(f"{name} is empty: give a directory")
@@ -76,7 +86,7 @@ ITEMS = {item.name: item for item in [
          "directory of the ExtToken ODS/ORT files (default: <ET_PTKC_SW_DATAPATH>/exttoken)"),
     Item("ET_PTKC_EXTTOKEN_MAXLOADED", 1024, _int_range(2, 10_000_000),
          "external objects kept unwrapped in the HSM at once, least used unloaded first"),
-    Item("ET_PTKC_EXTTOKEN_MASTERKEY", "DES2", lambda n, t: _choice(n, t, ("DES2", "AES256")),
+    Item("ET_PTKC_EXTTOKEN_MASTERKEY", "DES2", _choice("DES2", "AES256", upper=True),
          "master key type for a new external token: DES2 (PTK-C) or AES256 (CKM_WRAPKEY_AES_KWP)"),
     Item("ET_HSM_NETCLIENT_SERVERLIST", (), lambda n, t: _server_list(n, t),
          "servers of `ptkhsm serve` (space-separated host[:port] or /path/of/unix.socket); "
@@ -104,6 +114,9 @@ ITEMS = {item.name: item for item in [
          "seconds allowed to connect to the PostgreSQL store before CKR_DEVICE_ERROR"),
     Item("ET_PTKC_SW_STORE_STATEMENT_TIMEOUT", 10, _int_range(1, 3600),
          "seconds a PostgreSQL store statement (or lock wait) may take before CKR_DEVICE_ERROR"),
+    # read by the C shim before Python starts (ptkhsm_shim.c); listed here so it is validated and documented
+    Item("ET_PTKC_HSM_PROCESS", "auto", _choice("auto", "in-process", "separate"),
+         "where the HSM runs: in the host's process when it can share it (auto), always, or separately"),
 ]}
 
 
@@ -159,13 +172,6 @@ def _server_list(name, text):
 class _Address(tuple):
     def __str__(self):
         return self[1] if self[0] == "unix" else f"{self[1]}:{self[2]}"
-
-
-def _choice(name, text, choices):
-    value = text.strip().upper()
-    if value not in choices:
-        raise ConfigError(f"{name}={text!r}: must be one of {', '.join(choices)}")
-    return value
 
 
 def _fail(name, text, why):

@@ -9,9 +9,13 @@ and never start Python.
 build(target_dir, version) -> path of the built library.
 """
 
+import os
+import platform
 import re
+import shutil
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import cffi
@@ -21,6 +25,7 @@ INCLUDE = HERE / "include"
 
 # Functions answered in C without Python.
 PURE_C = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface"}
+LAST_2_40 = "C_WaitForSlotEvent"
 LAST_3_0 = "C_MessageVerifyFinal"
 
 TYPES = """
@@ -128,7 +133,7 @@ void ptkhsm_mark_ready(void);
 int ptkhsm_fork_pending(void);
 void ptkhsm_fork_handled(void);
 const char *ptkhsm_shim_version(void);
-const char *ptkhsm_shim_sitedirs(void);
+const char *ptkhsm_shim_package(void);
 void ptkhsm_let_others_in(void);
 """
 
@@ -169,16 +174,24 @@ def _wrappers():
     for name, params in python_functions():
         decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
         lines.append(f"static CK_RV ptk_{name}({decl});")
+    names = [name for name, _ in functions()]
+    v3_only = set(names[names.index(LAST_2_40) + 1:])
     for name, params in python_functions():
         decl = ", ".join(f"{t} {a}" for t, a in params) or "void"
         call = ", ".join(a for _, a in params)
+        # p11-kit's RPC carries the 2.40 functions only
+        remote = "CKR_FUNCTION_NOT_SUPPORTED" if name in v3_only else f"ptkhsm_remote->{name}({call})"
         forked = "" if name == "C_Initialize" else \
             "    if (ptkhsm_forked)\n        return CKR_CRYPTOKI_NOT_INITIALIZED;\n"
-        forked = "    if (ptkhsm_broken)\n        return CKR_GENERAL_ERROR;\n" + forked
-        lines.append(f"CK_RV {name}({decl}) {{\n{forked}"
+        lines.append(f"CK_RV {name}({decl}) {{\n"
+                     f"    CK_RV rv;\n"
+                     f"    switch (ptkhsm_route()) {{\n"
+                     f"    case PTKHSM_ROUTE_REMOTE:\n        return {remote};\n"
+                     f"    case PTKHSM_ROUTE_BROKEN:\n        return CKR_GENERAL_ERROR;\n"
+                     f"    }}\n{forked}"
                      f"    ptkhsm_gate_enter();\n"
-                     f"    CK_RV rv = ptk_{name}({call});\n"
-                     f"    ptkhsm_let_others_in();\n"
+                     f"    rv = ptk_{name}({call});\n"
+                     f"    ptkhsm_gate_leave();\n"
                      f"    return ptkhsm_ready ? rv : CKR_GENERAL_ERROR;\n}}")
     return "\n".join(lines)
 
@@ -189,19 +202,21 @@ import os, sys
 from _ptkhsm_shim import ffi, lib
 
 def _start():
-    # A C host starts Python with the base interpreter's sys.path: add the
-    # directories the module was installed into (and their .pth files).
-    # The package next to this library comes first, so the Python code is the
-    # one this library was built with, whatever else is on sys.path.
-    import site
-    here = os.path.dirname(os.path.dirname(ffi.string(lib.ptkhsm_shim_path()).decode()))
-    # an installed copy (ptkhsm install: <prefix>/lib/ptkhsm/) has no package beside it
-    if os.path.isfile(os.path.join(here, "ptkhsm", "__init__.py")) and here not in sys.path:
-        sys.path.insert(0, here)
-    for position, path in enumerate(ffi.string(lib.ptkhsm_shim_sitedirs()).decode().split(os.pathsep), 1):
-        if path and path not in sys.path:
-            sys.path.insert(position, path)  # ahead of any other site-packages
-            site.addsitedir(path)  # its .pth files (editable installs)
+    # The C preflight (shim/preflight.py) has put ptkhsm's site-packages on
+    # sys.path after the host's and chosen the package: it is loaded by path,
+    # so no directory goes ahead of the host's.
+    package = os.fsdecode(ffi.string(lib.ptkhsm_shim_package()))
+    if package and "ptkhsm" not in sys.modules:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            "ptkhsm", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["ptkhsm"] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules["ptkhsm"]
+            raise
     from ptkhsm.abi import entry
     entry.attach(ffi, lib, {names!r})
     lib.ptkhsm_mark_ready()
@@ -210,13 +225,47 @@ _start()
 '''
 
 
+def _pins():
+    """{distribution: version} of the pinned runtime dependencies, and {module: distribution}."""
+    project = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for requirement in project["dependencies"]:
+        name, _, version = requirement.partition("==")
+        pins[name.strip().lower()] = version.strip()
+    imports = {name.replace("-", "_"): name for name in pins}
+    if "cffi" in pins:
+        imports["_cffi_backend"] = "cffi"  # the C half, imported by cffi's embedding first
+    return pins, imports
+
+
+def _preflight_source(sitedirs, version):
+    pins, imports = _pins()
+    head = f"SITEDIRS = {sitedirs!r}\nVERSION = {version!r}\nPINS = {pins!r}\nIMPORTS = {imports!r}\n"
+    return head + (HERE / "preflight.py").read_text()
+
+
+def _c_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", '\\n"\n"') + '"'
+
+
+def _p11kit_client():
+    """Where p11-kit-client.so is (Debian: p11-kit-modules), for hosts that need a separate process."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    candidates = [f"/usr/lib/{multiarch}/pkcs11", "/usr/lib64/pkcs11", "/usr/lib/pkcs11"]
+    for directory in candidates:
+        if os.path.exists(f"{directory}/p11-kit-client.so"):
+            return f"{directory}/p11-kit-client.so"
+    return f"{candidates[0]}/p11-kit-client.so"
+
+
 def build(target_dir, version, tmpdir):
     config = sysconfig.get_config_vars()
     libdir = config["LIBDIR"]
     ldversion = config["LDVERSION"]
     soname = config.get("INSTSONAME") or f"libpython{ldversion}.so.1.0"
     paths = sysconfig.get_paths()
-    sitedirs = ":".join(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    sitedir_list = list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    sitedirs = ":".join(sitedir_list)
     stdlib_zip = f"{sys.base_prefix}/lib/python{sys.version_info[0]}{sys.version_info[1]}.zip"
     searchpath = ":".join([stdlib_zip, paths["stdlib"], sysconfig.get_config_var("DESTSHARED"),
                            sitedirs])
@@ -228,7 +277,9 @@ def build(target_dir, version, tmpdir):
         f'#define PTKHSM_LIBPYTHON "{soname}"',
         f'#define PTKHSM_PYTHONHOME "{sys.base_prefix}"',
         f'#define PTKHSM_VERSION "{version}"',
-        f'#define PTKHSM_SITEDIRS "{sitedirs}"',
+        f'#define PTKHSM_P11KIT_CLIENT "{_p11kit_client()}"',
+        f'#define PTKHSM_P11KIT "{shutil.which("p11-kit") or "/usr/bin/p11-kit"}"',
+        f'static const char PTKHSM_PREFLIGHT[] = {_c_string(_preflight_source(sitedir_list, version))};',
         f'#define PTKHSM_SEARCHPATH "{searchpath}"',
         f'#define PTKHSM_STDLIB "{paths["stdlib"]}"',
         c_part,

@@ -89,6 +89,9 @@ def test_unreadable_python_is_general_error_not_exit(host):
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     if subprocess.run(nobody + ["test", "-r", f"{stdlib}/encodings/__init__.py"]).returncode == 0:
         pytest.skip(f"{stdlib} is readable by nobody: nothing to refuse")
+    libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
+    if subprocess.run(nobody + ["sh", "-c", f"test -r {libpython} || ldconfig -p | grep -q {libpython.name}"]).returncode:
+        pytest.skip(f"{libpython} is not readable by nobody: the loader refuses the module before any of its code runs")
     public = Path(tempfile.mkdtemp(prefix="ptkhsm-nobody-"))  # pytest's tmp_path is root-only
     try:
         public.chmod(0o777)
