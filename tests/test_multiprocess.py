@@ -16,7 +16,8 @@ SCRIPT = str(ROOT / "tests" / "reliability" / "multiproc.py")
 
 
 def _init(env):
-    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "0"]
+    # an HSM token: the store's own concurrency (ExtToken's files have theirs, tests/exttoken)
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "1"]
     subprocess.run(tool + ["--init-token", "--label", "race", "--so-pin", SO_PIN], check=True,
                    capture_output=True, env=env)
     subprocess.run(tool + ["--init-pin", "--login", "--so-pin", SO_PIN, "--pin", "race-pin-a"], check=True,

@@ -54,7 +54,7 @@ def _run(tmp_path):
 def test_no_secret_at_rest_in_logs_or_errors(tmp_path):
     datapath, snapshot, logs, pins, secrets = _run(tmp_path)
     assert b"DEBUG: C_Login: CKR_PIN_INCORRECT" in logs  # DEBUG was on: reasons were logged
-    files = sorted(p for d in (datapath, snapshot) for p in d.iterdir())
+    files = sorted(p for d in (datapath, snapshot) for p in d.rglob("*") if p.is_file())
     names = {p.name for p in files}
     assert {"ptkhsm.db", "ptkhsm.db-wal", "storage.key"} <= names, names  # the WAL was caught open
     needles = [(name, form) for name, value in secrets.items() for form in _forms(value)]
@@ -70,8 +70,8 @@ def test_no_secret_at_rest_in_logs_or_errors(tmp_path):
 def test_data_directory_and_files_private(tmp_path):
     datapath, _, _, _, _ = _run(tmp_path)
     assert stat.S_IMODE(datapath.stat().st_mode) == 0o700
-    for path in datapath.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for path in datapath.rglob("*"):  # the store's files and ExtToken's directory and files
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
 
 def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
@@ -98,7 +98,7 @@ def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
     needles += [("the AES key", form) for form in _forms(aes_value[:17])]
     for name, form in needles:
         assert form not in logs, f"{name} found in the module's log"
-    for path in (tmp_path / "data").iterdir():
+    for path in (p for p in (tmp_path / "data").rglob("*") if p.is_file()):
         data = path.read_bytes()
         for name, form in needles:
             assert form not in data, f"{name} found in {path.name}"

@@ -430,7 +430,7 @@ class ExtToken:
         """Wrap an HSM object under its master key and append it -> virtual handle."""
         token = self._token
         types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID)
-        values = dict(zip(types, self.lower.get_attributes(self._loader, handle, types)))
+        values = dict(zip(types, self.lower.get_attributes(self._loader, handle, list(types))))
         meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
         # The object keeps the identity it was made with: each load and rewrite makes a new
         # copy in the HSM, with a CKA_UNIQUE_ID of its own, which the application never sees.
@@ -632,7 +632,13 @@ class ExtToken:
     # -- operations with keys ----------------------------------------------------------
     def digest_key(self, session, key):
         with self._lock:
-            return self.lower.digest_key(session, self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+            try:
+                key = self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID)
+            except CKRError:
+                # a failed step ends the digest, as it would in the HSM (PKCS#11 §5.2)
+                self.lower.cancel(session, C.CKF_DIGEST)
+                raise
+            return self.lower.digest_key(session, key)
 
     def wrap_key(self, session, mechanism, wrapping_handle, key_handle):
         with self._lock:

@@ -93,6 +93,9 @@ def pg_uri(pg_server, tmp_path, monkeypatch):
     the same storage key file: the test's members (subprocesses and in-process HSMs,
     whatever their data directories) share one."""
     monkeypatch.setenv("ET_PTKC_SW_STORAGE_KEYFILE", str(tmp_path / "storage.key"))
+    # slot 0's ExtToken keeps its token objects in files of the data directory, not in the
+    # store: these tests put them in the database
+    monkeypatch.setenv("ET_PTKC_EXTTOKEN_ENABLE", "0")
     return pg_server.uri(pg_server.new_database())
 
 

@@ -23,7 +23,10 @@ def member_env(pg_uri, **extra):
     env = {"PATH": "/usr/bin:/bin", "HOME": tempfile.mkdtemp(prefix="ptkhsm-home-"),
            "ET_PTKC_SW_DATAPATH": tempfile.mkdtemp(prefix="ptkhsm-member-"), "ET_PTKC_SW_STORE": pg_uri,
            "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000",
-           "ET_PTKC_SW_STORAGE_KEYFILE": os.environ["ET_PTKC_SW_STORAGE_KEYFILE"]}
+           "ET_PTKC_SW_STORAGE_KEYFILE": os.environ["ET_PTKC_SW_STORAGE_KEYFILE"],
+           # slot 0's ExtToken keeps its objects in files of each member's data directory,
+           # not in the shared store: the group shares the HSM's own token
+           "ET_PTKC_EXTTOKEN_ENABLE": "0"}
     env.update(extra)
     return env
 
@@ -173,10 +176,10 @@ def test_kill_9_mid_write_leaves_no_partial_object(group):
     assert a.ask("create after-kill") == "OK"
 
 
-def test_a_member_without_the_groups_storage_key_is_refused(pg_uri, tmp_path):
+def test_a_member_without_the_groups_storage_key_is_refused(group, tmp_path):
     """The first member records its storage key's check value; one with another key file
     (or none) cannot open the database, with a message naming the file."""
-    Member(member_env(pg_uri)).stop()
+    pg_uri, _ = group
     stranger = member_env(pg_uri, ET_PTKC_SW_STORAGE_KEYFILE=str(tmp_path / "other.key"))
     proc = subprocess.run([sys.executable, PEER, MODULE, LABEL], env=stranger, text=True,
                           capture_output=True, timeout=60)

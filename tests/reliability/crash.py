@@ -35,7 +35,8 @@ P256 = bytes.fromhex("06082a8648ce3d030107")
 
 def make_hsm(datapath):
     return HSM(Config({"ET_PTKC_SW_DATAPATH": str(datapath), "HOME": str(datapath),
-                       "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000", "ET_PTKC_SW_MAX_LOGIN_FAILURES": "1000"}))
+                       "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000",
+                       "ET_PTKC_SW_MAX_LOGIN_FAILURES": "1000"})).application()
 
 
 def close(hsm):

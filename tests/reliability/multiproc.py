@@ -111,7 +111,7 @@ def reader(token, seconds, report):
 
 def main(module, role, index, seconds):
     lib = pkcs11.lib(module)
-    token = next(lib.get_tokens())
+    token = lib.get_token(token_label="race")
     report = {"role": role, "index": index, "errors": [], "created": 0, "changed": 0, "destroyed": 0,
               "pin_changes": 0, "logins": 0, "read": 0, "scans": 0, "vanished": 0}
     if role == "writer":

@@ -98,8 +98,7 @@ def main(module, snapshot):
     with token.open(user_pin=NEW_PIN) as session:
         assert len(list(session.get_objects({Attribute.LABEL: "priv"}))) == 1
         datapath = os.environ["ET_PTKC_SW_DATAPATH"]
-        for name in os.listdir(datapath):
-            shutil.copy(os.path.join(datapath, name), snapshot)
+        shutil.copytree(datapath, snapshot, dirs_exist_ok=True)  # the open files, ExtToken's too
     print(json.dumps({"pins": [USER_PIN, NEW_PIN, WRONG_PIN],
                       "secrets": {name: value.hex() for name, value in secrets.items()}}))
 

@@ -39,7 +39,7 @@ def open_location(location, config):
     """The store at a location given on a command line: a data directory or a database."""
     if is_database(location):
         return open_database(location, config)
-    return db.Store(location)
+    return db.Store(location, config.get("ET_PTKC_SW_STORAGE_KEYFILE"))
 
 
 def open_store(config):
