@@ -126,7 +126,12 @@ class ExtToken:
             if slot_id == SLOT and self._loader is None:
                 try:
                     self._loader = self.lower.open_session(SLOT, RW)
-                except CKRError:
+                except CKRError as exc:
+                    if exc.rv == C.CKR_TOKEN_WRITE_PROTECTED:
+                        # An uninitialised token opens read-only sessions only: it is no external
+                        # token yet, its sessions pass through (p11-kit lists it so).
+                        self._slots[handle] = None
+                        return handle
                     self.lower.close_session(handle)
                     del self._slots[handle]
                     raise
@@ -147,7 +152,7 @@ class ExtToken:
             if slot_id == SLOT:
                 self._close_loader()
             self.lower.close_all_sessions(slot_id)
-            for handle in [h for h, s in self._slots.items() if s == slot_id]:
+            for handle in [h for h, s in self._slots.items() if s == slot_id or (slot_id == SLOT and s is None)]:
                 del self._slots[handle]
                 self._finds.pop(handle, None)
             if slot_id == SLOT:

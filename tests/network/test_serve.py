@@ -116,7 +116,8 @@ def test_server_list_fails_over_for_initialize_and_new_sessions(tmp_path):
     lost server answer CKR_DEVICE_REMOVED; new sessions go to the next server."""
     data = tmp_path / "data"
     with Server(data, "tcp") as first, Server(data, "unix") as second:
-        env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over")
+        # the HSM's token: ExtToken's loaded copies do not follow a fail-over yet (docs/exttoken.md)
+        env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over", ET_PTKC_EXTTOKEN_ENABLE="0")
         init_token(env, label="fail-over")
         env["ET_HSM_NETCLIENT_SERVERLIST"] = f"127.0.0.1:{_dead_port()} {first.address} {second.address}"
         app = App(env)

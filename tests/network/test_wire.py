@@ -87,9 +87,9 @@ def test_handler_bytes_in_bytes_out(tmp_path):
     assert kind == wire.WELCOME and wire.read_welcome(body)[0] == wire.VERSION
     _, value = _result(handler, "slot_list", ())
     assert value == [0, 1, 2]
-    with pytest.raises(CKRError) as info:
-        _result(handler, "open_session", (0, C.CKF_SERIAL_SESSION))
-    assert info.value.rv == C.CKR_TOKEN_NOT_RECOGNIZED
+    with pytest.raises(CKRError) as info:  # an uninitialised token opens read-only sessions only
+        _result(handler, "open_session", (0, C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION))
+    assert info.value.rv == C.CKR_TOKEN_WRITE_PROTECTED
     handler.close()
 
 

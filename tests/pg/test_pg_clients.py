@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 
 from conftest import MODULE, ROOT, SO_PIN, USER_PIN, fresh_env, init_token
 from pg.conftest import BIN, dbname
