@@ -31,9 +31,10 @@ def fuzzer(tmp_path_factory):
     return binary
 
 
-def _fuzz(fuzzer, seed, calls):
-    # many wrong PINs are tried: a lock-out would leave the walk outside the user's objects
-    env = fresh_env(ET_PTKC_SW_MAX_LOGIN_FAILURES="1000")
+def _fuzz(fuzzer, seed, calls, exttoken=False):
+    # many wrong PINs are tried: a lock-out would leave the walk outside the user's objects.
+    # The walk is on slot 0: the HSM's token unless `exttoken` (see test_exttoken_seed).
+    env = fresh_env(ET_PTKC_SW_MAX_LOGIN_FAILURES="1000", ET_PTKC_EXTTOKEN_ENABLE="1" if exttoken else "0")
     init_token(env)
     result = subprocess.run([str(fuzzer), MODULE, str(seed), str(calls), str(THREADS), USER_PIN, SO_PIN],
                             capture_output=True, text=True, env=env, timeout=calls / 500 + 120)
@@ -46,6 +47,13 @@ def _fuzz(fuzzer, seed, calls):
 @pytest.mark.parametrize("seed", _seeds())
 def test_regression_seed(fuzzer, seed):
     _fuzz(fuzzer, seed, 250000 if ALL_SEEDS else 60000)
+
+
+@pytest.mark.xfail(reason="the walk on the ExtToken slot finds codes outside the spec's lists "
+                          "(C_GetAttributeValue CKR_UNWRAPPING_KEY_HANDLE_INVALID, C_FindObjectsInit "
+                          "CKR_OBJECT_HANDLE_INVALID): open (issue 16)", strict=False)
+def test_exttoken_seed(fuzzer):
+    _fuzz(fuzzer, 2, 60000, exttoken=True)
 
 
 def test_fuzz_new_seed(fuzzer):
