@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 
 from ... import gate
 from ...constants import CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY
@@ -80,10 +81,23 @@ class Store:
             finally:
                 os.umask(old_umask)
             try:
-                self._open()
+                self._open_waiting()
             except BaseException:
                 self._db.close()
                 raise
+
+    def _open_waiting(self, patience=30.0):
+        """_open, waiting out another process that opens the same store at the same moment:
+        sqlite answers the journal-mode switch "database is locked" at once, without its
+        busy timeout (seen with `ptkhsm serve`'s workers starting together)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self._open()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def _open(self):
         """Set the connection up; create, upgrade or check the schema and the storage key."""
