@@ -4,26 +4,19 @@ objects to an application): each connection of `ptkhsm serve` is one."""
 import pytest
 
 from ptkhsm import constants as C
-from ptkhsm.config import Config
-from ptkhsm.errors import CKRError
 from ptkhsm.hsm.core import HSM
 from ptkhsm.mechparams import Mechanism
+
+from test_engine import hsm_config, rv_of
 
 SO, USER = b"12345678", b"1234"
 RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
 DATA = [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_LABEL, b"mine")]
 
 
-def rv_of(call, *args):
-    with pytest.raises(CKRError) as info:
-        call(*args)
-    return info.value.rv
-
-
 @pytest.fixture
 def hsm(tmp_path):
-    env = {"ET_PTKC_SW_DATAPATH": str(tmp_path), "HOME": str(tmp_path), "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000"}
-    hsm = HSM(Config(env))
+    hsm = HSM(hsm_config(tmp_path))
     setup = hsm.application()
     setup.init_token(0, SO, b"apps".ljust(32))
     s = setup.open_session(0, RW)

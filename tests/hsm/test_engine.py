@@ -17,10 +17,14 @@ RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
 RO = C.CKF_SERIAL_SESSION
 
 
-def make_hsm(path, **items):
+def hsm_config(path, **items):
     env = {"ET_PTKC_SW_DATAPATH": str(path), "HOME": str(path), "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000"}
     env.update({k: str(v) for k, v in items.items()})
-    return HSM(Config(env)).application()
+    return Config(env)
+
+
+def make_hsm(path, **items):
+    return HSM(hsm_config(path, **items)).application()
 
 
 def rv_of(call, *args):
