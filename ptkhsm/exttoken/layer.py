@@ -100,8 +100,11 @@ class ExtToken:
 
     def __getattr__(self, name):
         # Everything that never names a slot-0 object (slot and mechanism info, PINs,
-        # data steps of operations, random numbers) is the lower api's.
-        return getattr(self.lower, name)
+        # data steps of operations, random numbers) is the lower api's. Kept on the
+        # instance: the next call finds it without coming here (a short call's tenth).
+        method = getattr(self.lower, name)
+        setattr(self, name, method)
+        return method
 
     def _ext(self, session):
         return self._slots.get(session) == SLOT

@@ -28,9 +28,12 @@ ONESHOT, UPDATE, FINAL = "oneshot", "update", "final"
 _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a multi-part operation
 
 
-# Private-key operations of these families take a millisecond or more outside the
-# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile.
-_LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH))
+# Private-key operations of these families spend most of their time in OpenSSL with
+# the GIL released (RSA, DSA, DH: a millisecond or more; ECDSA: tens of microseconds,
+# three quarters of a P-256 signature): they open the call gate (ptkhsm.gate) so other
+# threads run meanwhile. EdDSA is not among them: cryptography keeps the GIL while it
+# signs (tools/gil_floor.py: bare Ed25519 gains nothing from a second thread).
+_LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH, C.CKK_EC))
 # So does work on this much data.
 _LONG_DATA = 1 << 16
 

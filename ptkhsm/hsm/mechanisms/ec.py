@@ -130,6 +130,17 @@ register_key_type(KeyType(
 ))
 
 _BY_SIZE = {20: hashes.SHA1, 28: hashes.SHA224, 32: hashes.SHA256, 48: hashes.SHA384, 64: hashes.SHA512}
+# cryptography's signature-algorithm objects hold no state: made once, not per signature
+# (their constructors type-check their arguments, a tenth of a P-256 signature's time).
+_ECDSA_OF = {}
+
+
+def _ecdsa(algorithm):
+    """ec.ECDSA(Prehashed(algorithm)) for a hash algorithm class, shared."""
+    signer = _ECDSA_OF.get(algorithm)
+    if signer is None:
+        signer = _ECDSA_OF[algorithm] = ec.ECDSA(utils.Prehashed(algorithm()))
+    return signer
 
 
 def _prehashed(curve, data):
@@ -143,9 +154,9 @@ def _prehashed(curve, data):
     need = (e.bit_length() + 7) // 8
     for size, algorithm in _BY_SIZE.items():
         if need <= size and size * 8 <= bits:
-            return e.to_bytes(size, "big"), utils.Prehashed(algorithm())
+            return e.to_bytes(size, "big"), _ecdsa(algorithm)
         if size * 8 > bits:
-            return (e << (size * 8 - bits)).to_bytes(size, "big"), utils.Prehashed(algorithm())
+            return (e << (size * 8 - bits)).to_bytes(size, "big"), _ecdsa(algorithm)
     raise CKRError(C.CKR_DATA_LEN_RANGE, "input too long for CKM_ECDSA on this curve")
 
 
@@ -153,19 +164,19 @@ def _order_bytes(curve):
     return (curve.key_size + 7) // 8
 
 
-def _sign_digest(private, digest, algorithm):
-    r, s = utils.decode_dss_signature(private.sign(digest, ec.ECDSA(algorithm)))
+def _sign_digest(private, digest, signer):
+    r, s = utils.decode_dss_signature(private.sign(digest, signer))
     n = _order_bytes(private.curve)
     return r.to_bytes(n, "big") + s.to_bytes(n, "big")
 
 
-def _verify_digest(public, digest, algorithm, signature):
+def _verify_digest(public, digest, signer, signature):
     n = _order_bytes(public.curve)
     if len(signature) != 2 * n:
         raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, f"signature of {len(signature)} bytes, {2 * n} expected")
     der = utils.encode_dss_signature(int.from_bytes(signature[:n], "big"), int.from_bytes(signature[n:], "big"))
     with crypto_errors():
-        public.verify(der, digest, ec.ECDSA(algorithm))
+        public.verify(der, digest, signer)
 
 
 class Ecdsa:
@@ -185,14 +196,16 @@ class Ecdsa:
         digest = row.info.get("hash")
         if digest is None:
             return Buffered(lambda data: _sign_digest(private, *_prehashed(private.curve, data)))
-        return HashThenSign(digest(), lambda d: _sign_digest(private, d, utils.Prehashed(digest())))
+        signer = _ecdsa(digest)
+        return HashThenSign(digest(), lambda d: _sign_digest(private, d, signer))
 
     def verify(self, row, key, param):
         public = public_key(key)
         digest = row.info.get("hash")
         if digest is None:
             return Buffered(lambda data, sig: _verify_digest(public, *_prehashed(public.curve, data), sig))
-        return HashThenSign(digest(), lambda d, sig: _verify_digest(public, d, utils.Prehashed(digest()), sig))
+        signer = _ecdsa(digest)
+        return HashThenSign(digest(), lambda d, sig: _verify_digest(public, d, signer, sig))
 
 
 _ECDSA = Ecdsa()
