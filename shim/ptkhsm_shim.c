@@ -35,14 +35,14 @@ static volatile int ptkhsm_forked = 0;
 
 /* The gate: one C thread at a time runs Python. Threads that would fight
  * over the GIL on every short call (a hand-off per call-in, call-out and
- * every short OpenSSL call that releases it) sleep on this mutex instead,
+ * every short OpenSSL call that releases it) wait at the gate instead (shim/gate.h),
  * and the thread inside keeps the GIL uncontended. A call that will spend
  * long outside the GIL (RSA, key generation, a PIN's KDF, a disk write, a
  * network round trip) opens the gate early through ptkhsm.gate, so long
  * operations still run side by side. A thread that already holds the GIL
  * (a Python host calling without releasing it) never waits here: waiting
  * for the gate while holding the GIL would deadlock with the thread inside. */
-static pthread_mutex_t ptkhsm_gate = PTHREAD_MUTEX_INITIALIZER;
+#include "gate.h"
 static __thread int ptkhsm_inside;  /* this thread holds the gate */
 static __thread int ptkhsm_depth;   /* calls of this thread under way in the module */
 
@@ -54,7 +54,7 @@ static void ptkhsm_gate_enter(void)
         return;
     if (Py_IsInitialized() && PyGILState_Check())
         return;
-    pthread_mutex_lock(&ptkhsm_gate);
+    gate_lock();
     ptkhsm_inside = 1;
 }
 
@@ -62,7 +62,7 @@ void ptkhsm_let_others_in(void)
 {
     if (ptkhsm_inside) {
         ptkhsm_inside = 0;
-        pthread_mutex_unlock(&ptkhsm_gate);
+        gate_unlock();
     }
 }
 
@@ -76,7 +76,7 @@ static void ptkhsm_on_fork_child(void)
 {
     ptkhsm_forked = 1;
     /* the child has only the forking thread: whoever held the gate is gone */
-    pthread_mutex_init(&ptkhsm_gate, NULL);
+    gate_reset();
     ptkhsm_inside = 0;
     ptkhsm_depth = 0;
 }

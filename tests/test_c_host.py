@@ -30,7 +30,7 @@ def run(host, module, mode, **env):
                           env=fresh_env(**env))
 
 
-@pytest.mark.parametrize("mode", ["basic", "interface", "fork", "threads"])
+@pytest.mark.parametrize("mode", ["basic", "interface", "fork", "threads", "gate"])
 def test_c_host(host, mode):
     result = run(host, MODULE, mode)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,6 +4,8 @@
  *   host MODULE interface   C_GetInterfaceList / C_GetInterface (NULL name, 2.40, 3.0)
  *   host MODULE fork        init, fork; the child sees NOT_INITIALIZED, then initialises again
  *   host MODULE threads     16 threads race C_Initialize(NULL), then digest in parallel
+ *   host MODULE gate        8 threads call for 3 s: every thread gets its turns (the call gate,
+ *                           shim/gate.h); prints each thread's calls and longest wait
  *   host MODULE calls       init and one call; prints the return codes (for failure tests)
  *
  * Prints "ok" and exits 0 when every expectation holds; otherwise names the failure.
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "pkcs11_unix.h"
 
@@ -206,6 +209,64 @@ static void threads(void)
     EXPECT(p11->C_Finalize(NULL), CKR_OK);
 }
 
+/* The gate hands over by time slices (shim/gate.h): however many threads call, every
+ * one gets its turns (its longest wait below 2 s even on a loaded machine), the one
+ * making other calls (digests) as well as the others. */
+#define GATE_THREADS 8
+#define GATE_SECONDS 3.0
+#define GATE_WORST_S 2.0
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+struct gate_worker { int index; long calls; double worst; };
+
+static void *gate_worker(void *arg)
+{
+    struct gate_worker *w = arg;
+    CK_SESSION_HANDLE session = open_slot0();
+    CK_BYTE buffer[32];
+    double start = now_s(), before, after;
+    while ((before = now_s()) - start < GATE_SECONDS) {
+        if (w->index == 0)
+            digest_once(session);
+        else
+            EXPECT(p11->C_GenerateRandom(session, buffer, sizeof buffer), CKR_OK);
+        after = now_s();
+        if (after - before > w->worst)
+            w->worst = after - before;
+        w->calls++;
+    }
+    EXPECT(p11->C_CloseSession(session), CKR_OK);
+    return NULL;
+}
+
+static void gate(void)
+{
+    pthread_t t[GATE_THREADS];
+    struct gate_worker w[GATE_THREADS];
+    int i;
+    EXPECT(p11->C_Initialize(NULL), CKR_OK);
+    init_token();
+    for (i = 0; i < GATE_THREADS; i++) {
+        w[i] = (struct gate_worker){i, 0, 0};
+        pthread_create(&t[i], NULL, gate_worker, &w[i]);
+    }
+    for (i = 0; i < GATE_THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < GATE_THREADS; i++) {
+        printf("thread %d: %ld calls, longest %.1f ms\n", i, w[i].calls, w[i].worst * 1e3);
+        if (w[i].calls < 100 || w[i].worst > GATE_WORST_S) {
+            printf("FAIL thread %d starved\n", i);
+            failures++;
+        }
+    }
+    EXPECT(p11->C_Finalize(NULL), CKR_OK);
+}
+
 static void calls(void)
 {
     CK_ULONG count = 0;
@@ -219,7 +280,7 @@ int main(int argc, char **argv)
 {
     void *handle;
     if (argc != 3) {
-        fprintf(stderr, "usage: host MODULE basic|interface|fork|threads|calls\n");
+        fprintf(stderr, "usage: host MODULE basic|interface|fork|threads|gate|calls\n");
         return 2;
     }
     handle = load(argv[1]);
@@ -227,6 +288,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[2], "interface")) interface(handle);
     else if (!strcmp(argv[2], "fork")) do_fork();
     else if (!strcmp(argv[2], "threads")) threads();
+    else if (!strcmp(argv[2], "gate")) gate();
     else if (!strcmp(argv[2], "calls")) calls();
     else return 2;
     if (failures)
