@@ -90,7 +90,7 @@ class ExtToken:
         self.max_loaded = config.get("ET_PTKC_EXTTOKEN_MAXLOADED")
         self.master_kind = config.get("ET_PTKC_EXTTOKEN_MASTERKEY")
         self._lock = threading.RLock()
-        self._slots = {}              # session handle -> slot, for the application's sessions
+        self._sessions = set()        # the application's sessions on the external token
         self._finds = {}              # slot-0 session -> iterator over the handles found
         self._loader = None           # the layer's own session on slot 0 (while the app has one)
         self._user = False            # the user is logged in on slot 0
@@ -107,7 +107,7 @@ class ExtToken:
         return method
 
     def _ext(self, session):
-        return self._slots.get(session) == SLOT
+        return session in self._sessions
 
     # -- slots, tokens, sessions, login --------------------------------------------
     def token_info(self, slot_id):
@@ -122,44 +122,46 @@ class ExtToken:
             with self._lock:
                 self._forget_token()
 
+    # Sessions of other slots are the lower api's alone: not even counted here.
     def open_session(self, slot_id, flags):
         handle = self.lower.open_session(slot_id, flags)
+        if slot_id != SLOT:
+            return handle
         with self._lock:
-            self._slots[handle] = slot_id
-            if slot_id == SLOT and self._loader is None:
+            if self._loader is None:
                 try:
                     self._loader = self.lower.open_session(SLOT, RW)
                 except CKRError as exc:
                     if exc.rv == C.CKR_TOKEN_WRITE_PROTECTED:
                         # An uninitialised token opens read-only sessions only: it is no external
                         # token yet, its sessions pass through (p11-kit lists it so).
-                        self._slots[handle] = None
                         return handle
                     self.lower.close_session(handle)
-                    del self._slots[handle]
                     raise
+            self._sessions.add(handle)
         return handle
 
     def close_session(self, handle):
+        if handle not in self._sessions:
+            return self.lower.close_session(handle)
         with self._lock:
-            if self._ext(handle) and sum(1 for s in self._slots.values() if s == SLOT) == 1:
+            if len(self._sessions) == 1:
                 self._close_loader()       # before the app's last one, so the HSM logs out as usual
             self.lower.close_session(handle)
-            self._slots.pop(handle, None)
+            self._sessions.discard(handle)
             self._finds.pop(handle, None)
-            if not any(s == SLOT for s in self._slots.values()):
+            if not self._sessions:
                 self._user = False
 
     def close_all_sessions(self, slot_id):
+        if slot_id != SLOT:
+            return self.lower.close_all_sessions(slot_id)
         with self._lock:
-            if slot_id == SLOT:
-                self._close_loader()
+            self._close_loader()
             self.lower.close_all_sessions(slot_id)
-            for handle in [h for h, s in self._slots.items() if s == slot_id or (slot_id == SLOT and s is None)]:
-                del self._slots[handle]
-                self._finds.pop(handle, None)
-            if slot_id == SLOT:
-                self._user = False
+            self._sessions.clear()
+            self._finds.clear()
+            self._user = False
 
     def close_everything(self):
         with self._lock:
@@ -175,7 +177,7 @@ class ExtToken:
         return self.lower.finalize()
 
     def _drop_state(self):
-        self._slots.clear()
+        self._sessions.clear()
         self._finds.clear()
         self._user = False
         self._forget_token()
