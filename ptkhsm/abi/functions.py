@@ -335,15 +335,7 @@ def C_FindObjectsFinal(hSession):
 # length query, ends the operation (PKCS#11 v3.0 §5.2). Failures below the api end it
 # there; the pointer checks made here, before the api sees the call, end it through the
 # api's cancel (C_SessionCancel's path), so every transport below behaves the same.
-def _checked(hsm, hSession, flag, convert, *args):
-    """convert(*args), an argument check of an operation step; failing, it ends the operation.
-    (A plain try, not a context manager: this runs on every operation call.)"""
-    try:
-        return convert(*args)
-    except CKRError:
-        hsm.cancel(hSession, flag)
-        raise
-
+# (Plain try blocks, not a helper or a context manager: this runs on every operation call.)
 
 # The shapes shared by the operation functions; `start`/`step`/`finish` are methods of the api.
 def _init(start, hSession, pMechanism, hKey):
@@ -351,19 +343,32 @@ def _init(start, hSession, pMechanism, hKey):
 
 
 def _run(hsm, step, flag, hSession, pData, ulDataLen, pOut, pulOutLen):
-    room = _checked(hsm, hSession, flag, M.out_size, pOut, pulOutLen)
-    data = _checked(hsm, hSession, flag, M.data_in, pData, ulDataLen)
+    try:
+        room = M.out_size(pOut, pulOutLen)
+        data = M.data_in(pData, ulDataLen)
+    except CKRError:
+        hsm.cancel(hSession, flag)
+        raise
     M.deliver(step(hSession, data, room), pOut, pulOutLen, room)
 
 
 def _final(hsm, finish, flag, hSession, pOut, pulOutLen):
-    room = _checked(hsm, hSession, flag, M.out_size, pOut, pulOutLen)
+    try:
+        room = M.out_size(pOut, pulOutLen)
+    except CKRError:
+        hsm.cancel(hSession, flag)
+        raise
     M.deliver(finish(hSession, room), pOut, pulOutLen, room)
 
 
 def _feed(hsm, step, flag, hSession, pData, ulDataLen):
     """An operation step that takes bytes and gives nothing back (updates, C_VerifyFinal)."""
-    step(hSession, _checked(hsm, hSession, flag, M.data_in, pData, ulDataLen))
+    try:
+        data = M.data_in(pData, ulDataLen)
+    except CKRError:
+        hsm.cancel(hSession, flag)
+        raise
+    step(hSession, data)
 
 
 @export
@@ -491,8 +496,12 @@ def C_VerifyInit(hSession, pMechanism, hKey):
 @export
 def C_Verify(hSession, pData, ulDataLen, pSignature, ulSignatureLen):
     hsm = api()
-    data = _checked(hsm, hSession, C.CKF_VERIFY, M.data_in, pData, ulDataLen)
-    hsm.verify(hSession, data, _checked(hsm, hSession, C.CKF_VERIFY, M.data_in, pSignature, ulSignatureLen))
+    try:
+        data, signature = M.data_in(pData, ulDataLen), M.data_in(pSignature, ulSignatureLen)
+    except CKRError:
+        hsm.cancel(hSession, C.CKF_VERIFY)
+        raise
+    hsm.verify(hSession, data, signature)
     return OK
 
 
