@@ -92,3 +92,12 @@ def fresh_env(**extra):
         _SERVERS.append(server)
         env["ET_HSM_NETCLIENT_SERVERLIST"] = server.address
     return env
+
+
+@pytest.fixture(scope="session")
+def c_host(tmp_path_factory):
+    """tests/c/host.c, compiled once: a plain C program that dlopens the module."""
+    binary = tmp_path_factory.mktemp("host") / "host"
+    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
+                    str(ROOT / "tests" / "c" / "host.c"), "-ldl", "-lpthread"], check=True)
+    return binary

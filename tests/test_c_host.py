@@ -18,11 +18,8 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    binary = tmp_path_factory.mktemp("host") / "host"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
-                    str(HERE / "c" / "host.c"), "-ldl", "-lpthread"], check=True)
-    return binary
+def host(c_host):
+    return c_host
 
 
 def run(host, module, mode, **env):

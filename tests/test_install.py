@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODULE, ROOT, fresh_env
+from conftest import MODULE, fresh_env
 from ptkhsm import __version__, install, p11kit
 
-HERE = Path(__file__).resolve().parent
 PTKHSM = [str(Path(sys.executable).parent / "ptkhsm")]  # the installed command, as modulepath.py runs it
 
 
@@ -29,11 +28,8 @@ def tree(path):
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    binary = tmp_path_factory.mktemp("host") / "host"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
-                    str(HERE / "c" / "host.c"), "-ldl", "-lpthread"], check=True)
-    return binary
+def host(c_host):
+    return c_host
 
 
 def run_host(host, module, mode):

@@ -7,17 +7,13 @@ import subprocess
 
 import pytest
 
-from conftest import MODULE, ROOT, fresh_env
+from conftest import MODULE, fresh_env
 
-HERE = ROOT / "tests"
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    binary = tmp_path_factory.mktemp("host") / "host"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "shim" / "include"), "-o", str(binary),
-                    str(HERE / "c" / "host.c"), "-ldl", "-lpthread"], check=True)
-    return binary
+def host(c_host):
+    return c_host
 
 
 def _calls(host, env):
