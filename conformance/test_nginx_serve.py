@@ -9,7 +9,9 @@ and forks two workers as www-data (`user www-data;`); each initialises the
 module again and signs every handshake through its own connection, which the
 server logs with the worker's pid and uid (SO_PEERCRED). The store stays 0700
 root and unreadable by www-data; nobody, outside the socket's group, is
-refused at C_Initialize with an error naming the socket.
+refused at C_Initialize with an error naming the socket. The handshake rate
+through the socket goes to build/conformance/nginx-handshakes.json beside
+test_nginx.py's figures.
 
 The machine's Python is under /root (0700): nginx and the other users'
 programs run with a view of it (tests/asuser.py), as a system-wide Python
@@ -31,7 +33,7 @@ import pytest
 
 from . import harness
 from .harness import not_supported
-from .test_nginx import HANDSHAKES, KEYS, Nginx, children, client_context, get
+from .test_nginx import HANDSHAKES, KEYS, RATE_SECONDS, Nginx, _record, children, client_context, get
 
 from asuser import as_user, python_view  # noqa: E402  (tests/, on the path by harness)
 from netserver import Server  # noqa: E402
@@ -96,6 +98,11 @@ def test_www_data_workers(token, served, kind):
         answered = [get(context, port) for _ in range(HANDSHAKES)]
         assert set(answered) == workers, f"{set(answered)} of the workers {workers} answered"
         assert children(master) == workers, "a worker died: " + process.report()
+        count, start = 0, time.monotonic()  # the rate through the socket, beside test_nginx.py's figures
+        while time.monotonic() - start < RATE_SECONDS:
+            get(context, port)
+            count += 1
+        _record("ptkhsm serve (www-data workers)", kind, {"token key": round(count / (time.monotonic() - start), 1)})
     log = server.stderr()
     served_pids = {int(pid) for pid in re.findall(r"connection from unix pid=(\d+) uid=33 user=www-data gid=33 "
                                                   r"\(worker", log)}
