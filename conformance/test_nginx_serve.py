@@ -44,7 +44,10 @@ OUTSIDER = "nobody"
 
 
 def uid_of(pid):
-    status = Path(f"/proc/{pid}/status").read_text()
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # gone
+        return None
     return int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
 
 
@@ -89,7 +92,9 @@ def test_www_data_workers(token, served, kind):
     with nginx.serving(key, cert) as (process, port):
         master = process.process.pid
         deadline = time.monotonic() + 30
-        while len(children(master)) < 2 and time.monotonic() < deadline:
+        # a new worker is root until nginx's worker initialisation switches it to www-data
+        while (len(children(master)) < 2 or {uid_of(pid) for pid in children(master)} != {33}) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         workers = children(master)
         assert len(workers) == 2, process.report()
