@@ -12,8 +12,8 @@ reuse) is measured with the key in the token and, in the same test, with the
 same kind of key in a file; the figures go to
 build/conformance/nginx-handshakes.json (the matrix shows pass/fail only).
 
-Until `ptkhsm serve` lets other users in (docs/applications.md), the workers
-run as the user that owns the token store (`user` = the runner's user).
+Here the workers run as the user that owns the token store (`user` = the
+runner's user); test_nginx_serve.py runs them as www-data through `ptkhsm serve`.
 """
 
 import getpass
@@ -53,6 +53,9 @@ class Nginx:
         self.ca = CA(self.dir)
         self.env = dict(token.env, OPENSSL_CONF=str(engine_config(self.dir / "openssl.cnf", token.module.path, init=True)))
         self._servers = 0
+        self.user = getpass.getuser()  # the workers' user
+        self.environment = ENVIRONMENT  # passed on to the workers
+        self.prefix = []  # before nginx's command line (test_nginx_serve.py: a view of the Python)
 
     def token_key(self, kind):
         """(ssl_certificate_key value, certificate) for the token's key pair of this kind."""
@@ -86,8 +89,8 @@ class Nginx:
         path = run / "nginx.conf"
         path.write_text(
             "daemon off;\nmaster_process on;\nworker_processes 2;\n"
-            f"user {getpass.getuser()};\npid {run}/nginx.pid;\nerror_log {run}/error.log info;\n"
-            + "".join(f"env {name};\n" for name in ENVIRONMENT) +
+            f"user {self.user};\npid {run}/nginx.pid;\nerror_log {run}/error.log info;\n"
+            + "".join(f"env {name};\n" for name in self.environment) +
             "events { worker_connections 64; }\n"
             "http {\n"
             f"    access_log off;\n{temp}"
@@ -107,7 +110,7 @@ class Nginx:
         """nginx with this key, listening: (server, port); stopped on leaving the block."""
         port = free_port()
         config, run = self.config(key, cert, port)
-        with serve("nginx", [NGINX, "-p", run, "-c", config, "-e", "stderr"], self.env, self.dir,
+        with serve("nginx", [*self.prefix, NGINX, "-p", run, "-c", config, "-e", "stderr"], self.env, self.dir,
                    log=run / "error.log") as server:
             if not wait_for_port(port, time.monotonic() + 60, server.process):
                 server.stop()

@@ -7,7 +7,9 @@ PTK-C users keep their files. A malformed value raises ConfigError naming the
 item; nothing falls back silently.
 """
 
+import grp
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +108,11 @@ ITEMS = {item.name: item for item in [
     Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
          "worker processes of `ptkhsm serve` (0: one per CPU)"),
     Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
-         "permission bits of `ptkhsm serve --unix`'s socket (e.g. 0o660 for a group)"),
+         "permission bits of `ptkhsm serve --unix`'s socket (600: its owner only; 660: its group too)"),
+    Item("ET_HSM_NETSERVER_SOCKET_OWNER", None, lambda n, t: _account(n, t, "user"),
+         "owner of `ptkhsm serve --unix`'s socket, a user name or uid (default: the server's user)"),
+    Item("ET_HSM_NETSERVER_SOCKET_GROUP", None, lambda n, t: _account(n, t, "group"),
+         "group of `ptkhsm serve --unix`'s socket, a group name or gid (default: the server's group)"),
     Item("ET_PTKC_SW_STORE", "", lambda n, t: t.strip(),
          "token store: empty = sqlite in the data directory; a libpq connection string "
          "or postgresql:// URI = that PostgreSQL database (docs/store-postgresql.md)"),
@@ -138,6 +144,19 @@ def _mode(name, text):
     if not 0 <= value <= 0o777:
         raise ConfigError(f"{name}={text!r}: permission bits are at most 777")
     return value
+
+
+def _account(name, text, kind):
+    """A user or group given by name or number -> its id; empty: None (the server's own)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid if kind == "user" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ConfigError(f"{name}={text!r}: no such {kind}") from None
 
 
 def _minutes(name, text):

@@ -47,6 +47,8 @@ class Channel:
             sock.sendall(wire.hello())
             self.frames = FrameReader(sock)
             kind, body = self.frames.read()
+            if kind == wire.ERROR:  # the server refused this peer (unixsocket.py): raises its CKRError
+                wire.read_reply(kind, body, None)
             if kind != wire.WELCOME:
                 raise wire.ProtocolError("no welcome")
             self.version, self.info = wire.read_welcome(body)

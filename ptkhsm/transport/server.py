@@ -18,12 +18,15 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import constants as C
 from .. import wire
 from ..config import NETSERVER_PORT
+from ..errors import CKRError
 from ..hsm.core import HSM
 from ..log import logger
 from .frames import FrameReader
 from .handler import Handler
+from .unixsocket import Access, peer_of
 
 DEFAULT_PORT = NETSERVER_PORT
 REQUEST_THREADS = 8   # requests of one worker running at once
@@ -42,17 +45,9 @@ def parse_listen(text):
     return host, port
 
 
-def bind(listen=None, unix=None, mode=0o600):
+def bind(listen=None, unix=None, access=None):
     if unix:
-        if os.path.exists(unix):
-            os.unlink(unix)  # a stale socket of a stopped server
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o777 & ~mode)
-        try:
-            sock.bind(unix)
-        finally:
-            os.umask(old)
-        os.chmod(unix, mode)
+        sock = access.bind()  # owner, group and mode of the configuration (unixsocket.py)
         where = f"unix {unix}"
     else:
         host, port = parse_listen(listen or "")
@@ -69,9 +64,10 @@ def bind(listen=None, unix=None, mode=0o600):
 class Worker:
     """One worker process: its HSM, its connections."""
 
-    def __init__(self, config, sock, max_frame):
+    def __init__(self, config, sock, max_frame, access=None):
         self.config = config
         self.sock = sock
+        self.access = access  # who may connect to the unix socket (None: TCP)
         self.max_frame = max_frame
         self.hsm = HSM(config)
         self.pool = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="ptkhsm-req")
@@ -93,9 +89,34 @@ class Worker:
             conn.settimeout(HANDSHAKE_TIMEOUT)  # a peer that never says hello does not hold a thread
             if conn.family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
-            threading.Thread(target=self.serve, args=(conn, peer), daemon=True).start()
+            if conn.family == socket.AF_UNIX:
+                try:
+                    peer = peer_of(conn)
+                except OSError:  # gone already
+                    conn.close()
+                    continue
+                refusal = self.access.refusal(peer) if self.access else None
+                if refusal:
+                    threading.Thread(target=self.refuse, args=(conn, peer, refusal), daemon=True).start()
+                    continue
+            else:
+                peer = f"{peer[0]}:{peer[1]}"
+            threading.Thread(target=self.serve, args=(conn, str(peer)), daemon=True).start()
         self.stop_connections()
+
+    @staticmethod
+    def refuse(conn, peer, reason):
+        """A peer the socket's configuration does not let in (the file's mode was changed by
+        hand, or the connection handed on): its hello is answered by an ERROR frame with the
+        reason, which its C_Initialize reports; no application, nothing of the HSM."""
+        logger.warning("refused connection from %s: %s", peer, reason)
+        try:
+            FrameReader(conn, 64).read()  # the hello, within the handshake time-out
+            conn.sendall(wire.error(0, CKRError(C.CKR_DEVICE_ERROR, reason)))
+        except (OSError, EOFError, wire.ProtocolError):
+            pass
+        finally:
+            conn.close()
 
     def serve(self, conn, peer):
         handler = Handler(self.hsm, peer)
@@ -181,9 +202,9 @@ def _die_with_parent(parent):
         os._exit(0)
 
 
-def _worker_main(config, sock, max_frame, ready, parent):
+def _worker_main(config, sock, max_frame, ready, parent, access=None):
     _die_with_parent(parent)
-    worker = Worker(config, sock, max_frame)
+    worker = Worker(config, sock, max_frame, access)
     os.write(ready, b"1")
     os.close(ready)
 
@@ -202,7 +223,8 @@ def _worker_main(config, sock, max_frame, ready, parent):
 def serve(config, listen=None, unix=None, workers=None, out=sys.stdout):
     """Run the server until SIGTERM/SIGINT; prints one readiness line on `out`."""
     workers = workers or config.get("ET_HSM_NETSERVER_WORKERS") or os.cpu_count() or 1
-    sock, where = bind(listen, unix, config.get("ET_HSM_NETSERVER_SOCKET_MODE"))
+    access = Access.configured(config, unix) if unix else None
+    sock, where = bind(listen, unix, access)
     stopping = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     children = []
@@ -214,7 +236,7 @@ def serve(config, listen=None, unix=None, workers=None, out=sys.stdout):
             os.close(ready_r)
             for s in previous:
                 signal.signal(s, signal.SIG_DFL)
-            _worker_main(config, sock, wire.MAX_FRAME, ready_w, parent)
+            _worker_main(config, sock, wire.MAX_FRAME, ready_w, parent, access)
         children.append(pid)
     os.close(ready_w)
     started = 0
