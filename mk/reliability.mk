@@ -6,8 +6,10 @@ SOAK_SECONDS ?= 1200
 soak: install
 	PTKHSM_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_soak.py
 
-#   make fuzz   FUZZ_CALLS (default 1,000,000) random ABI calls from 4 threads, plus every seed of
-#               tests/fuzz/seeds.txt (FUZZ_SEED picks the new run's seed)
+#   make fuzz   FUZZ_CALLS (default 1,000,000) random ABI calls from 4 threads on the HSM's token
+#               (slot 1), plus every seed of tests/fuzz/seeds.txt, 250,000 calls on ExtToken's
+#               slot 0 and 100,000 through `ptkhsm serve` on a unix socket (FUZZ_SEED picks the
+#               new runs' seed)
 FUZZ_CALLS ?= 1000000
 .PHONY: fuzz
 fuzz: install
