@@ -7,6 +7,8 @@ row are, raw or hex, in any case."""
 
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -104,3 +106,24 @@ def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
         data = path.read_bytes()
         for name, form in needles:
             assert form not in data, f"{name} found in {path.name}"
+
+
+def test_the_session_check_finds_planted_secrets():
+    """The whole suite's check (tests/suitelog.py) can fail: a session that leaks a key
+    value it used and the suite's PINs, once each where the check looks, fails naming them."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(ROOT / "tests" / "reliability" / "planted_secret.py")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = run.stdout
+    kept = re.search(r"\((/tmp/\S*ptkhsm-session-logs-\S+)\): (\d+) FOUND", out)
+    try:
+        assert run.returncode == 1 and "1 passed" in out, out[-3000:]
+        assert kept, out[-3000:]
+        planted = "a key value used by tests/reliability/planted_secret.py::test_plant"
+        assert re.search(rf"ptkhsm\.log:\d+: {planted}, hex", out), out[-3000:]
+        assert re.search(rf"error-texts\.log:\d+: {planted}, bytes repr", out), out[-3000:]
+        assert re.search(r"error-texts\.log:\d+: PIN '12345678'", out), out[-3000:]  # stderr of the subprocess
+        assert re.search(r"error-texts\.log:\d+: PIN '1234'", out), out[-3000:]  # the captured stdout
+    finally:
+        if kept:
+            shutil.rmtree(kept.group(1), ignore_errors=True)
