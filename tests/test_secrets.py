@@ -127,3 +127,21 @@ def test_the_session_check_finds_planted_secrets():
     finally:
         if kept:
             shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def test_log_file_shared_and_private(tmp_path):
+    """PTKHSM_LOG_FILE: processes append their DEBUG lines to one file, created 0600,
+    while stderr keeps its own level."""
+    log = tmp_path / "ptkhsm.log"
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(tmp_path / "data"), PTKHSM_LOG_FILE=str(log),
+               PTKHSM_LOG_LEVEL="ERROR")
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "1"]
+    first = subprocess.run(tool + ["--init-token", "--label", "log", "--so-pin", SO_PIN], capture_output=True,
+                           env=env, timeout=120)
+    failing = [subprocess.run(tool + ["--login", "--pin", "not-the-pin", "-O"], capture_output=True, env=env,
+                              timeout=120) for _ in range(2)]
+    assert first.returncode == 0 and all(run.returncode != 0 for run in failing)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    lines = [line for line in log.read_text().splitlines() if "DEBUG: C_Login: CKR_" in line]
+    assert len({line.split("]")[0] for line in lines}) == 2, lines  # a line from each process
+    assert b"DEBUG" not in first.stderr + b"".join(run.stderr for run in failing)
