@@ -22,6 +22,7 @@ otherwise the directory is removed.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ secrets = Secrets()
 _reasons = set()
 _texts = None
 _test = ["(collection)"]  # the test running, for where a secret was first used
+_tests = {}  # node id -> its number in the error texts
 KEY_PARTS = ("CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
              "CKA_EXPONENT_2", "CKA_COEFFICIENT")
 
@@ -108,7 +110,8 @@ def keep(title, text):
     if _texts is None:
         return
     data = text.encode(errors="replace") if isinstance(text, str) else bytes(text)
-    _texts.write(f"\n==== {title} ({_test[0]})\n".encode() + data)
+    # the test by number: node ids hold parameters, key values and PINs among them
+    _texts.write(f"\n==== {title} (test #{_tests.setdefault(_test[0], len(_tests))})\n".encode() + data)
 
 
 def test_started(nodeid):
@@ -117,8 +120,8 @@ def test_started(nodeid):
 
 def report(report):
     """pytest_runtest_logreport: a test's captured output and its failure."""
-    for title, content in report.sections:
-        keep(f"{title} {report.when}", content)
+    for title, content in report.sections if report.when == "teardown" else ():  # it has all phases
+        keep(title, content)
     crash = getattr(report.longrepr, "reprcrash", None)
     if report.failed and crash is not None:  # the error, not the test's source around it
         keep(f"failure of {report.when}", crash.message)
@@ -142,5 +145,15 @@ def finish(session):
         return [summary + "none found"]
     session.exitstatus = 1
     lines = [summary + f"{len(findings)} FOUND (the directory is kept)"]
-    lines += [f"  {where}:{line}: {what}" for where, line, what in findings[:50]]
+    names = {number: nodeid for nodeid, number in _tests.items()}
+    texts = TEXTS.read_bytes().split(b"\n")
+
+    def test_of(where, line):  # the header above the line in the error texts
+        if where != TEXTS.name:
+            return ""
+        header = next((t for t in reversed(texts[:line]) if t.startswith(b"==== ")), b"")
+        number = re.search(rb"\(test #(\d+)\)$", header)
+        return f" [{header[5:].decode(errors='replace')}: {names[int(number.group(1))]}]" if number else ""
+
+    lines += [f"  {where}:{line}: {what}{test_of(where, line)}" for where, line, what in findings[:50]]
     return lines
