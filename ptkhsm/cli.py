@@ -81,11 +81,11 @@ def _serve(args):
 
     from .config import Config
     from .errors import ConfigError
-    from .log import logger
+    from .log import set_stderr_level
     from .transport.server import serve
 
     if "PTKHSM_LOG_LEVEL" not in os.environ:
-        logger.setLevel(logging.INFO)  # a server logs its connections unless told otherwise
+        set_stderr_level(logging.INFO)  # a server logs its connections unless told otherwise
     try:
         config = Config().validate()
         return serve(config, listen=None if args.unix else args.listen, unix=args.unix, workers=args.workers)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import suitelog
 from modulepath import module_path
 from netserver import TRANSPORTS, Server
 
@@ -30,6 +31,8 @@ MODULE = module_path()
 _DATA = tempfile.mkdtemp(prefix="ptkhsm-test-")
 os.environ["ET_PTKC_SW_DATAPATH"] = _DATA
 os.environ["ET_PTKC_SW_PIN_KDF_ITERATIONS"] = "1000"  # keep logins cheap in tests
+suitelog.start()  # the session's log at DEBUG, checked for secrets at its end (tests/suitelog.py)
+_SECRETS_CHECK = []
 TRANSPORT = os.environ.get("PTKHSM_TEST_TRANSPORT", "inprocess")
 if TRANSPORT not in TRANSPORTS + ("inprocess",):
     raise RuntimeError(f"PTKHSM_TEST_TRANSPORT={TRANSPORT!r}: use tcp, unix or inprocess")
@@ -43,6 +46,20 @@ def pytest_sessionfinish(session, exitstatus):
     for server in _SERVERS:
         server.stop()
     shutil.rmtree(_DATA, ignore_errors=True)
+    _SECRETS_CHECK[:] = suitelog.finish(session)
+
+
+def pytest_runtest_setup(item):
+    suitelog.test_started(item.nodeid)
+
+
+def pytest_runtest_logreport(report):
+    suitelog.report(report)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _SECRETS_CHECK:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ row are, raw or hex, in any case."""
 
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -104,3 +106,42 @@ def test_no_secret_in_the_reasons_of_random_failures(tmp_path):
         data = path.read_bytes()
         for name, form in needles:
             assert form not in data, f"{name} found in {path.name}"
+
+
+def test_the_session_check_finds_planted_secrets():
+    """The whole suite's check (tests/suitelog.py) can fail: a session that leaks a key
+    value it used and the suite's PINs, once each where the check looks, fails naming them."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(ROOT / "tests" / "reliability" / "planted_secret.py")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = run.stdout
+    kept = re.search(r"\((/tmp/\S*ptkhsm-session-logs-\S+)\): (\d+) FOUND", out)
+    try:
+        assert run.returncode == 1 and "1 passed" in out, out[-3000:]
+        assert kept, out[-3000:]
+        planted = "a key value used by tests/reliability/planted_secret.py::test_plant"
+        assert re.search(rf"ptkhsm\.log:\d+: {planted}, hex", out), out[-3000:]
+        assert re.search(rf"error-texts\.log:\d+: {planted}, bytes repr", out), out[-3000:]
+        assert re.search(r"error-texts\.log:\d+: PIN .12345678. .*stderr of python.*planted_secret", out), out[-3000:]
+        assert re.search(r"error-texts\.log:\d+: PIN '1234'", out), out[-3000:]  # the captured stdout
+    finally:
+        if kept:
+            shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def test_log_file_shared_and_private(tmp_path):
+    """PTKHSM_LOG_FILE: processes append their DEBUG lines to one file, created 0600,
+    while stderr keeps its own level."""
+    log = tmp_path / "ptkhsm.log"
+    env = dict(os.environ, ET_PTKC_SW_DATAPATH=str(tmp_path / "data"), PTKHSM_LOG_FILE=str(log),
+               PTKHSM_LOG_LEVEL="ERROR")
+    tool = ["pkcs11-tool", "--module", MODULE, "--slot", "1"]
+    first = subprocess.run(tool + ["--init-token", "--label", "log", "--so-pin", SO_PIN], capture_output=True,
+                           env=env, timeout=120)
+    failing = [subprocess.run(tool + ["--login", "--pin", "not-the-pin", "-O"], capture_output=True, env=env,
+                              timeout=120) for _ in range(2)]
+    assert first.returncode == 0 and all(run.returncode != 0 for run in failing)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    lines = [line for line in log.read_text().splitlines() if "DEBUG: C_Login: CKR_" in line]
+    assert len({line.split("]")[0] for line in lines}) == 2, lines  # a line from each process
+    assert b"DEBUG" not in first.stderr + b"".join(run.stderr for run in failing)

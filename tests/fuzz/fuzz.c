@@ -1,8 +1,10 @@
 /* ABI fuzzer: random sequences of PKCS#11 calls through the C ABI of a module.
  *
- *   fuzz MODULE SEED CALLS THREADS USER_PIN SO_PIN
+ *   fuzz MODULE SEED CALLS THREADS USER_PIN SO_PIN [SLOT]
  *
- * Slot 0's token must be initialised with USER_PIN set. The harness creates real
+ * SLOT (default 0) is the home slot: its token must be initialised with USER_PIN
+ * set; most calls naming a slot name it, the others a random one (0..4), and
+ * C_InitToken is aimed at the slot after it or a random one. The harness creates real
  * objects (AES, HMAC, RSA and EC keys, a data object), then THREADS threads make
  * CALLS calls in all: random functions with valid, stale and random handles, NULL
  * wherever a pointer is passed, lengths 0/short/exact/huge, random templates and
@@ -34,6 +36,7 @@
 static CK_FUNCTION_LIST_3_0 *f;
 static const char *user_pin, *so_pin;
 static unsigned long long seed0;
+static CK_SLOT_ID home;  /* the slot whose token holds the objects */
 static long total_calls;
 static volatile long calls_done;
 static volatile int findings;
@@ -345,7 +348,7 @@ static CK_RV do_open(ctx_t *c)
     CK_SESSION_HANDLE h = 0;
     CK_FLAGS flags = CKF_SERIAL_SESSION | (chance(&c->r, 3) ? 0 : CKF_RW_SESSION);
     if (chance(&c->r, 20)) flags = next(&c->r) & 0xff;
-    CK_SLOT_ID slot = chance(&c->r, 8) ? below(&c->r, 5) : 0;
+    CK_SLOT_ID slot = chance(&c->r, 8) ? below(&c->r, 5) : home;
     CK_RV rv = f->C_OpenSession(chance(&c->r, 30) ? HUGE : slot, flags, NULL, NULL, P(c, &h));
     if (rv == CKR_OK) remember(sessions, &nsessions, h, &c->r);
     return rv;
@@ -399,8 +402,8 @@ static CK_RV do_init_token(ctx_t *c)
     CK_UTF8CHAR label[32];
     memset(label, ' ', 32);
     CK_ULONG n; CK_UTF8CHAR_PTR p = pin(c, &n);
-    CK_SLOT_ID slot = chance(&c->r, 2) ? 1 : below(&c->r, 5);
-    if (slot == 0 && p && n != HUGE) n = n > 3 ? 3 : n;  /* slot 0 keeps its objects: a PIN too short */
+    CK_SLOT_ID slot = chance(&c->r, 2) ? home + 1 : below(&c->r, 5);
+    if (slot == home && p && n != HUGE) n = n > 3 ? 3 : n;  /* home keeps its objects: a PIN too short */
     return f->C_InitToken(slot, p, n, P(c, label));
 }
 
@@ -562,6 +565,9 @@ static CK_RV do_status(ctx_t *c) { return chance(&c->r, 2) ? f->C_GetFunctionSta
  * for a key size out of range where a key is made, CKR_KEY_FUNCTION_NOT_PERMITTED for a
  * (un)wrapping key without CKA_WRAP/CKA_UNWRAP, as for every other use of a key. */
 #define MADE CKR_KEY_SIZE_RANGE, CKR_KEY_FUNCTION_NOT_PERMITTED
+/* PTK-C's CKR_ACCESS_DENIED: over the network, C_InitToken of the Admin Token without its
+ * SO logged in on the connection (docs/network.md). */
+#define CKR_ACCESS_DENIED 0x80000102UL
 #define END 0xFFFFFFFFUL
 #define RVS(...) (const CK_RV[]){__VA_ARGS__, END}
 
@@ -590,7 +596,7 @@ static const fn_t FNS[] = {
     {"C_InitPIN", do_init_pin, RVS(SESS, CKR_PIN_INVALID, CKR_PIN_LEN_RANGE, CKR_SESSION_READ_ONLY,
                                    CKR_TOKEN_WRITE_PROTECTED, CKR_USER_NOT_LOGGED_IN), 1},
     {"C_InitToken", do_init_token, RVS(SLOT, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_LEN_RANGE,
-                                       CKR_SESSION_EXISTS, CKR_TOKEN_WRITE_PROTECTED), 1},
+                                       CKR_SESSION_EXISTS, CKR_TOKEN_WRITE_PROTECTED, CKR_ACCESS_DENIED), 1},
     {"C_CreateObject", do_create, RVS(SESS, MADE, NEWOBJ), 6},
     {"C_CopyObject", do_copy, RVS(SESS, MADE, NEWOBJ, CKR_ACTION_PROHIBITED, CKR_OBJECT_HANDLE_INVALID), 3},
     {"C_DestroyObject", do_destroy, RVS(SESS, CKR_ACTION_PROHIBITED, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED,
@@ -765,7 +771,7 @@ static void setup(void)
 {
     rng_t r = {seed0 ^ 0xabcdef};
     CK_SESSION_HANDLE s;
-    must(f->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s), "C_OpenSession");
+    must(f->C_OpenSession(home, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s), "C_OpenSession");
     remember(sessions, &nsessions, s, &r);
     CK_RV rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)user_pin, strlen(user_pin));
     if (rv != CKR_USER_ALREADY_LOGGED_IN) must(rv, "C_Login");
@@ -818,7 +824,10 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 7) { fprintf(stderr, "usage: fuzz MODULE SEED CALLS THREADS USER_PIN SO_PIN\n"); return 2; }
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: fuzz MODULE SEED CALLS THREADS USER_PIN SO_PIN [SLOT]\n");
+        return 2;
+    }
     void *module = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!module) { printf("dlopen: %s\n", dlerror()); return 2; }
     seed0 = strtoull(argv[2], NULL, 0);
@@ -826,6 +835,7 @@ int main(int argc, char **argv)
     nthreads = atoi(argv[4]);
     user_pin = argv[5];
     so_pin = argv[6];
+    home = argc == 8 ? strtoul(argv[7], NULL, 0) : 0;
     CK_C_GetInterface get = (CK_C_GetInterface)dlsym(module, "C_GetInterface");
     CK_INTERFACE_PTR iface;
     if (!get || get((CK_UTF8CHAR_PTR)"PKCS 11", NULL, &iface, 0) != CKR_OK) { printf("no PKCS 11 interface\n"); return 2; }
