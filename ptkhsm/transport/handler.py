@@ -11,6 +11,7 @@ from .. import constants as C
 from .. import wire
 from ..calls import OUT
 from ..errors import CKRError
+from ..hsm import adapter
 from ..log import logger
 
 
@@ -22,7 +23,13 @@ def _admin_slot(app):
 # network they need the Admin Token's SO logged in on the same connection.
 ADMIN_CALLS = {
     "init_token": lambda app, args: args[0] == _admin_slot(app),
+    "set_attributes": lambda app, args: _is_adapter(app, args[1]),  # the HSM's security flags
 }
+
+
+def _is_adapter(app, obj_handle):
+    obj = app.tokens[_admin_slot(app)].objects.get(obj_handle)
+    return obj is not None and adapter.is_adapter(obj)
 
 
 def admin_guard(app, call, args):
@@ -36,7 +43,8 @@ def admin_guard(app, call, args):
     if app.tokens[slot].login != C.CKU_SO:
         raise CKRError(C.CKR_ACCESS_DENIED,
                        f"{call.name} changes the HSM: log the Admin Token's SO in on this connection first")
-    app.close_all_sessions(slot)
+    if call.name == "init_token":
+        app.close_all_sessions(slot)
 
 
 class Handler:
