@@ -54,6 +54,7 @@ class HSM:
         self.session_handles = Handles(1)  # one space for every application: a handle names one session
         self.applications = set()
         self._lock = threading.RLock()
+        self._identity = None
         self.refresh_settings()
 
     def refresh_settings(self):
@@ -70,6 +71,14 @@ class HSM:
         with self._lock:
             self.applications.add(app)
         return app
+
+    @property
+    def identity(self):
+        """The SMS identity key, loaded when the first channel needs it."""
+        if self._identity is None:
+            from . import identity
+            self._identity = identity.load(self.config.get("ET_PTKC_SW_DATAPATH"))
+        return self._identity
 
     def sessions_on(self, slot_id):
         """Sessions every application has open on a slot (C_InitToken needs none)."""

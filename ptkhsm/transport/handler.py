@@ -12,6 +12,7 @@ from .. import wire
 from ..calls import OUT
 from ..errors import CKRError
 from ..hsm import adapter
+from . import smslink as link
 from ..log import logger
 
 
@@ -54,6 +55,8 @@ class Handler:
         self.app = None
         self.version = None
         self.admin_guard = guard
+        self.sms = None   # the SMS channel, once the client asked for one
+        self.required = 0
 
     def handle(self, kind, body):
         """One frame (type, body) -> the reply frame. Raises wire.ProtocolError."""
@@ -65,11 +68,26 @@ class Handler:
                 raise wire.ProtocolError(f"client speaks versions {low}..{high}, this server {wire.VERSION}")
             self.version = wire.VERSION
             self.app = self.hsm.application()
-            return wire.welcome(self.version, {"serial": self.hsm.serial, "max_frame": wire.MAX_FRAME})
+            self.required = self.hsm.security_mode & link.SMS_FLAGS  # SMS: what this HSM demands
+            return wire.welcome(self.version, {"serial": self.hsm.serial, "max_frame": wire.MAX_FRAME,
+                                               "security_mode": self.hsm.security_mode})
+        if kind == wire.SMS:
+            if self.sms is None:
+                self.sms = link.ServerLink(self.hsm)
+            return self.sms.receive(body, self._request)
         if kind != wire.REQUEST:
             raise wire.ProtocolError(f"unexpected frame type {kind}")
+        return self._request(body, 0)[1]
+
+    def _request(self, body, protection):
+        """A REQUEST body that came with `protection` (0: a plain frame) -> (Call, reply frame)."""
         request_id, call, args = wire.read_request(body)
+        return call, self._run(request_id, call, args, protection)
+
+    def _run(self, request_id, call, args, protection):
         try:
+            if self.required:
+                link.check(self.required, call, protection)
             if self.admin_guard is not None:
                 self.admin_guard(self.app, call, args)
             value = getattr(self.app, call.name)(*args)
