@@ -137,6 +137,11 @@ class NetClient:
                     self._connect()
             return self._channel
 
+    @property
+    def sms_link(self):
+        """The SMS channel of the current connection, or None (ctconf shows its identity)."""
+        return self._channel.link
+
     def session(self, handle):
         vs = self._sessions.get(handle)
         if vs is None:

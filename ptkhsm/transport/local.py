@@ -76,6 +76,10 @@ class LocalApi:
     def __init__(self, channel):
         self.channel = channel
 
+    @property
+    def sms_link(self):
+        return self.channel.link
+
     def finalize(self):
         try:
             self.channel.call(_FINALIZE, ())

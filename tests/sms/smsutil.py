@@ -26,7 +26,7 @@ def env_for(path, **items):
     return env
 
 
-def set_flags(env, flags, firmware=None):
+def set_flags(env, flags, firmware=None, init_user=True):
     """At the HSM's console (the host): Admin Token initialised, its SO sets the flags;
     slot 0 initialised with the user PIN."""
     app = HSM(Config(env)).application()
@@ -41,7 +41,7 @@ def set_flags(env, flags, firmware=None):
     if firmware:
         changes.append((C.CKA_FW_VERSION, bytes(firmware)))
     app.set_attributes(s, handle, changes)
-    if not app.token_info(0)["flags"] & C.CKF_TOKEN_INITIALIZED:
+    if init_user and not app.token_info(0)["flags"] & C.CKF_TOKEN_INITIALIZED:
         app.init_token(0, SO, b"sms".ljust(32))
         s = app.open_session(0, RW)
         app.login(s, C.CKU_SO, SO)

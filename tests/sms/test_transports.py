@@ -12,10 +12,11 @@ import pytest
 from ptkhsm import constants as C
 from ptkhsm import wire
 from ptkhsm.errors import CKRError
+from ptkhsm.mechparams import Mechanism
 from ptkhsm.sms import channel as ch
 from netserver import Server
 
-from smsutil import NEEDLE, SECRET, USER, Proxy, Tap, client, env_for, set_flags, workload
+from smsutil import NEEDLE, RW, SECRET, USER, Proxy, Tap, client, env_for, set_flags, workload
 
 SMS_FLAGS = C.CKF_NO_CLEAR_PINS | C.CKF_AUTH_PROTECTION | C.CKF_FULL_SMS_ENC | C.CKF_FULL_SMS_SIGN
 
@@ -243,3 +244,102 @@ def test_legacy_adh_needs_old_firmware(tmp_path):
         workload(api)
         assert api.channel.link.channel.channel.suite.mode == ch.ADH
     assert USER not in tap.bytes("request")
+
+
+def _fingerprint(env):
+    from ptkhsm.config import Config
+    from ptkhsm.hsm.core import HSM
+    return ch.fingerprint(ch.spki(HSM(Config(env)).identity))
+
+
+def test_a_man_in_the_middle_fails_against_a_pinned_hsm(tmp_path):
+    """In process, an attacker answers the client's HELLO with its own ACCEPT (a valid
+    handshake under its own identity key). With the HSM's fingerprint pinned the client
+    fails closed naming both identities; the HSM serves the next channel."""
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, C.CKF_NO_CLEAR_PINS)
+    real = _fingerprint(env)
+    attacker = ch.ServerHandshake(ch.new_identity(), "PTK0000001", (5, 10, 0), C.CKF_NO_CLEAR_PINS)
+    hello = {}
+
+    def change(direction, frame, index):
+        if frame[4] == wire.SMS and direction == "request" and ch.unframe(frame[5:])[0] == ch.HELLO:
+            hello["record"] = frame[5:]
+        if frame[4] == wire.SMS and direction == "reply" and ch.unframe(frame[5:])[0] == ch.ACCEPT:
+            return wire.frame(wire.SMS, attacker.accept(hello["record"]))
+        return frame
+    with Tap(change):
+        with pytest.raises(CKRError) as info:
+            client(env, ET_PTKC_PTK0000001_SMS_IDENTITY=real)
+    assert info.value.rv == C.CKR_CANNOT_DERIVE_KEYS
+    assert real in str(info.value) and "pinned" in str(info.value)
+    with Tap() as tap:
+        ck = client(env, ET_PTKC_PTK0000001_SMS_IDENTITY=real)
+        workload(ck.api)
+        assert ck.api.channel.link.hsm["fingerprint"] == real
+        ck.finalize()
+    assert USER not in tap.bytes()
+
+
+def test_a_swapped_server_fails_closed_when_pinned(tmp_path):
+    """Over TCP: a second `ptkhsm serve` of the same serial but another identity, where the
+    pinned one was expected: CKR_CANNOT_DERIVE_KEYS, also without any SMS flag (a pin
+    always makes a channel); the real one, pinned, works."""
+    real_env, fake_env = env_for(tmp_path / "real"), env_for(tmp_path / "fake")
+    set_flags(real_env, 0)
+    set_flags(fake_env, 0)
+    real = _fingerprint(real_env)
+    with Server(fake_env["ET_PTKC_SW_DATAPATH"], "tcp", env=fake_env) as fake, \
+            Server(real_env["ET_PTKC_SW_DATAPATH"], "tcp", env=real_env) as genuine:
+        with pytest.raises(CKRError) as info:
+            client(real_env, fake.address, ET_PTKC_PTK0000001_SMS_IDENTITY=real)
+        assert info.value.rv == C.CKR_CANNOT_DERIVE_KEYS and "pinned" in str(info.value)
+        ck = client(real_env, genuine.address, ET_PTKC_PTK0000001_SMS_IDENTITY=real)
+        workload(ck.api)
+        ck.finalize()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_rollover_by_blocks_keeps_a_long_multipart_operation_correct(tmp_path, transport):
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from ptkhsm.mechparams import Mechanism
+    iv = bytes(16)
+    chunks = [bytes([i]) * 4096 for i in range(48)]   # 48 x 256 blocks each way
+    with hsm(tmp_path, transport, C.CKF_FULL_SMS_ENC | C.CKF_FULL_SMS_SIGN, ET_PTKC_SMS_BLOCKS=10000) as (api, _):
+        s, key, _ = workload(api)
+        api.encrypt_init(s, Mechanism(C.CKM_AES_CBC, iv), key)
+        out = b"".join(api.encrypt_update(s, chunk, len(chunk)) for chunk in chunks)
+        out += api.encrypt_final(s, 16)
+        link = api._channel.link if transport == "tcp" else api.channel.link
+        counters = link.counters
+    reference = Cipher(algorithms.AES(SECRET), modes.CBC(iv)).encryptor()
+    assert out == reference.update(b"".join(chunks)) + reference.finalize()
+    assert counters["rollovers"] >= 2 and counters["epoch"] == counters["rollovers"], counters
+
+
+def test_rollover_by_hours_with_a_clock_the_test_moves(tmp_path):
+    from ptkhsm.config import Config
+    from ptkhsm.hsm.core import HSM
+    from ptkhsm.transport.local import LocalApi, LocalChannel
+    from ptkhsm.transport.smslink import ClientSettings
+    env = env_for(tmp_path / "hsm", ET_PTKC_SMS_HOURS=4)
+    set_flags(env, C.CKF_AUTH_PROTECTION)
+    now = [1000.0]
+    api = LocalApi(LocalChannel(HSM(Config(env)), ClientSettings(Config(env), clock=lambda: now[0])))
+    with Tap() as tap:
+        s = api.open_session(0, RW)
+        api.login(s, C.CKU_USER, USER)
+        api.digest_init(s, Mechanism(C.CKM_SHA256, None))
+        api.digest_update(s, b"a" * 100)
+        now[0] += 3 * 3600
+        api.digest_update(s, b"b" * 100)
+        assert api.channel.link.counters["rollovers"] == 0
+        now[0] += 3600                                   # 4 hours since the channel was made
+        api.digest_update(s, b"c" * 100)
+        assert api.channel.link.counters["rollovers"] == 1
+        digest = api.digest_final(s, 32)
+    import hashlib
+    assert digest == hashlib.sha256(b"a" * 100 + b"b" * 100 + b"c" * 100).digest()
+    epochs = [r[2] for r in records(tap, "request") if r[0] == ch.DATA]
+    assert epochs == [0, 0, 0, 0, 1, 1]   # login, init, a, b; then c and final in the next epoch
+    api.finalize()
