@@ -35,7 +35,7 @@ def test_copy_sqlite_to_postgresql_and_back(pg_uri):
 
     copied = _copy(source, pg_uri)
     assert copied.returncode == 0, copied.stderr
-    assert "copied 1 token(s) and 3 object(s)" in copied.stdout
+    assert "copied 1 token(s) and 4 object(s)" in copied.stdout  # and the Admin Token's adapter object
     assert _objects(fresh_env(ET_PTKC_SW_STORE=pg_uri)) == expected  # another data directory, same keys
 
     again = _copy(source, pg_uri)
