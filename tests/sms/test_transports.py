@@ -343,3 +343,15 @@ def test_rollover_by_hours_with_a_clock_the_test_moves(tmp_path):
     epochs = [r[2] for r in records(tap, "request") if r[0] == ch.DATA]
     assert epochs == [0, 0, 0, 0, 1, 1]   # login, init, a, b; then c and final in the next epoch
     api.finalize()
+
+
+def test_unix_socket_carries_the_channel_too(tmp_path):
+    """The unix-socket transport is the same channel code: with all four flags the workload
+    runs sealed (the client's link exists, its records count cipher blocks)."""
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, SMS_FLAGS)
+    with Server(env["ET_PTKC_SW_DATAPATH"], "unix", env=env) as server:
+        ck = client(env, server.address)
+        workload(ck.api)
+        assert ck.api.sms_link is not None and ck.api.sms_link.counters["blocks"] > 0
+        ck.finalize()
