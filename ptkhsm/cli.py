@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import ctkmu, ctperf
+from . import ctconf, ctkmu, ctperf
 from . import install
 from . import p11kit
 
@@ -33,6 +33,8 @@ def main(argv=None):
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (default ET_HSM_NETSERVER_WORKERS, 0: one per CPU)")
     ctkmu.add_arguments(sub.add_parser("ctkmu", help="key management (PTK-C syntax), ExtToken backup"))
+    ctconf.add_arguments(sub.add_parser("ctconf", help="HSM configuration (PTK-C syntax): adapter block, "
+                                                        "security flags, token initialisation"))
     _add_store_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if args.command == "ctkmu":   # PTK-C puts the file after the options: argparse leaves it over
@@ -41,6 +43,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return _serve(args)
+    if args.command == "ctconf":
+        return ctconf.command(args)
     if args.command == "store":
         from .hsm.store import copy
         return copy.command(args)
@@ -96,3 +100,7 @@ def _serve(args):
 
 def ctkmu_main():
     sys.exit(main(["ctkmu", *sys.argv[1:]]))
+
+
+def ctconf_main():
+    sys.exit(main(["ctconf", *sys.argv[1:]]))

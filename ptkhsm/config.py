@@ -120,10 +120,42 @@ ITEMS = {item.name: item for item in [
          "seconds allowed to connect to the PostgreSQL store before CKR_DEVICE_ERROR"),
     Item("ET_PTKC_SW_STORE_STATEMENT_TIMEOUT", 10, _int_range(1, 3600),
          "seconds a PostgreSQL store statement (or lock wait) may take before CKR_DEVICE_ERROR"),
+    Item("ET_PTKC_SMS_MODE", "ADH2", _choice("ADH2", "ADH", upper=True),
+         "Secure Messaging key agreement: ADH2 (NIST-approved, SHA-512 MACs) or legacy ADH "
+         "(only with HSM firmware older than 5.01.00; docs/sms.md)"),
+    Item("ET_PTKC_SMS_BLOCKS", 1 << 32, _int_range(1, 1 << 64),
+         "SMS session-key rollover after this many cipher blocks encrypted or decrypted"),
+    Item("ET_PTKC_SMS_HOURS", 24, _int_range(1, 100_000),
+         "SMS session-key rollover after this many hours since the channel was made"),
+    # per HSM serial: ET_PTKC_<serial>_SMPR, ET_PTKC_<serial>_SMS_IDENTITY (Config.get_for)
+    Item("ET_PTKC_<serial>_SMPR", "", lambda n, t: _smpr(n, t),
+         "Secure Messaging Policy Register of that HSM: letters E (no clear PINs), S (auth "
+         "protection), R (auth replies), OR'ed with the HSM's flags"),
+    Item("ET_PTKC_<serial>_SMS_IDENTITY", "", lambda n, t: _fingerprint(n, t),
+         "pinned SMS identity of that HSM: the SHA-256 fingerprint `ctconf` shows; another "
+         "identity fails closed (CKR_CANNOT_DERIVE_KEYS)"),
     # read by the C shim before Python starts (ptkhsm_shim.c); listed here so it is validated and documented
     Item("ET_PTKC_HSM_PROCESS", "auto", _choice("auto", "in-process", "separate"),
          "where the HSM runs: in the host's process when it can share it (auto), always, or separately"),
 ]}
+
+
+def _smpr(name, text):
+    letters = text.strip().upper()
+    bad = set(letters) - set("ESR")
+    if bad:
+        raise ConfigError(f"{name}={text!r}: unknown letter(s) {''.join(sorted(bad))} (use E, S, R)")
+    return letters
+
+
+def _fingerprint(name, text):
+    value = text.strip().lower().replace(":", "")
+    if value and (len(value) != 64 or set(value) - set("0123456789abcdef")):
+        raise ConfigError(f"{name}={text!r}: not a SHA-256 fingerprint (64 hex digits)")
+    return value
+
+
+PER_SERIAL = "<serial>"
 
 
 def _library_mode(name, text):
@@ -259,8 +291,18 @@ class Config:
         self._cache[name] = value
         return value
 
+    def get_for(self, serial, template):
+        """A per-serial item: get_for("PTK0000001", "ET_PTKC_<serial>_SMPR")."""
+        name = template.replace(PER_SERIAL, serial)
+        if name not in self._cache:
+            item = ITEMS[template]
+            text = self.raw(name)
+            self._cache[name] = item.default if text is None else item.parse(name, text)
+        return self._cache[name]
+
     def validate(self):
         """Resolve every item now, so a bad value fails C_Initialize rather than a later call."""
         for name in ITEMS:
-            self.get(name)
+            if PER_SERIAL not in name:
+                self.get(name)
         return self

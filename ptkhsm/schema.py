@@ -106,6 +106,8 @@ SCHEMA = {
     C.CKA_IMPORT: (BOOL, MUTABLE),
     C.CKA_KEY_SIZE: (ULONG, READ_ONLY),
     C.CKA_USAGE_COUNT: (ULONG, READ_ONLY),
+    C.CKA_SECURITY_MODE: (ULONG, READ_ONLY),  # the adapter object (hsm/adapter.py)
+    C.CKA_FW_VERSION: (BYTES, READ_ONLY),
 }
 
 

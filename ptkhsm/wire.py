@@ -22,6 +22,7 @@ ULONG_MAX = (1 << 64) - 1
 
 # Frame types
 HELLO, WELCOME, REQUEST, REPLY, ERROR, REFUSED = 1, 2, 3, 4, 5, 6
+SMS = 16  # a Secure Messaging record (ptkhsm/transport/smslink.py, docs/sms.md)
 
 _LEN = struct.Struct(">I")
 _REQ = struct.Struct(">IH")       # request id, call id

@@ -18,7 +18,15 @@ class Cryptoki:
             self.api = connect(self.config, servers)
         else:
             from ..hsm.core import HSM
-            self.api = HSM(self.config).application()
+            hsm = HSM(self.config)
+            from ..transport.smslink import ClientSettings
+            sms = ClientSettings(self.config)
+            if sms.needed(hsm.serial, hsm.security_mode):
+                # SMS flags or SMPR: the calls cross as sealed frames (ptkhsm/transport/local.py)
+                from ..transport.local import LocalApi, LocalChannel
+                self.api = LocalApi(LocalChannel(hsm, sms))
+            else:
+                self.api = hsm.application()  # the fast path: direct calls
 
     def finalize(self):
         self.api.finalize()

@@ -29,6 +29,7 @@ from .. import mechparams as P
 from ..calls import BY_NAME, CALLS, SESSION_HANDLES
 from ..errors import CKRError
 from ..log import logger
+from ..transport.smslink import SMS_RVS, ClientSettings
 from ..transport.channel import Channel
 
 # `import hashlib` loads Python's _hashlib, which initialises the host's libcrypto.
@@ -79,6 +80,7 @@ class NetClient:
         self.recover_delay = config.get("ET_PTKC_HA_RECOVER_DELAY") * 60.0
         self.recover_wait = config.get("ET_PTKC_HA_RECOVER_WAIT")
         self._lock = threading.RLock()
+        self.sms = ClientSettings(config)   # SMS: channels per connection when needed (docs/sms.md)
         self._channel = None
         self._generation = 0
         self._failed = {}      # server index -> when it was lost (HA: not retried before the delay)
@@ -104,8 +106,10 @@ class NetClient:
                 failures.append(f"{self.servers[index]}: lost, not retried yet")
                 continue
             try:
-                channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout)
+                channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout, self.sms)
             except CKRError as exc:
+                if exc.rv in SMS_RVS:
+                    raise   # SMS: a server that fails the channel (a MITM, a swapped HSM) fails closed
                 self._failed[index] = now
                 failures.append(str(exc))
                 continue
@@ -132,6 +136,11 @@ class NetClient:
                     self._failed[self._index] = time.monotonic()
                     self._connect()
             return self._channel
+
+    @property
+    def sms_link(self):
+        """The SMS channel of the current connection, or None (ctconf shows its identity)."""
+        return self._channel.link
 
     def session(self, handle):
         vs = self._sessions.get(handle)

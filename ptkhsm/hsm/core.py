@@ -17,7 +17,7 @@ import threading
 from .. import constants as C
 from .. import gate
 from ..errors import CKRError
-from . import access, operations, policy
+from . import access, adapter, operations, policy
 from .mechanisms import REGISTRY, lookup
 from .objects import SESSION_HANDLES, Handles, Obj, ObjectTable, matches
 from .session import DECRYPT, DIGEST, ENCRYPT, FINAL, FIND, ONESHOT, SIGN, UPDATE, VERIFY, Session
@@ -54,13 +54,31 @@ class HSM:
         self.session_handles = Handles(1)  # one space for every application: a handle names one session
         self.applications = set()
         self._lock = threading.RLock()
+        self._identity = None
+        self.refresh_settings()
+
+    def refresh_settings(self):
+        """Read the adapter object's settings (security flags, firmware version). Done when
+        the HSM starts, for each new application and after a change: an application keeps
+        the flags it started with (docs/sms.md)."""
+        with self._lock:
+            self.security_mode, self.firmware = adapter.settings(self.tokens[-1])
 
     def application(self):
         """A new application: its own sessions, login state and session objects."""
+        self.refresh_settings()
         app = Application(self)
         with self._lock:
             self.applications.add(app)
         return app
+
+    @property
+    def identity(self):
+        """The SMS identity key, loaded when the first channel needs it."""
+        if self._identity is None:
+            from . import identity
+            self._identity = identity.load(self.config.get("ET_PTKC_SW_DATAPATH"))
+        return self._identity
 
     def sessions_on(self, slot_id):
         """Sessions every application has open on a slot (C_InitToken needs none)."""
@@ -115,6 +133,7 @@ class Application:
         self.session_objects = ObjectTable()
         self._next_session = hsm.session_handles
         self._lock = hsm._lock
+        self.no_public_crypto = bool(hsm.security_mode & C.CKF_NO_PUBLIC_CRYPTO)
 
     # -- slots and tokens ----------------------------------------------------
     def slot_list(self):
@@ -165,6 +184,9 @@ class Application:
         with self._lock:
             access.check_init_token(self.hsm.sessions_on(slot_id))
             token.init_token(so_pin, token.label if token.is_admin else bytes(label))
+            if token.is_admin:  # PTK-C's HSM reset: the security flags go, the firmware stays
+                adapter.reset(token, self.hsm.firmware)
+                self.hsm.refresh_settings()
 
     def init_pin(self, handle, pin):
         session, token = self._session(handle)
@@ -359,6 +381,10 @@ class Application:
             obj = self._object(token, obj_handle)
             access.check_write(session, token, obj.is_token, obj.is_private)
             changes = policy.as_dict(template)
+            if adapter.is_adapter(obj):  # the HSM's own settings: the Admin SO only
+                adapter.change(token, obj, changes, token.is_admin and access.is_so(token))
+                self.hsm.refresh_settings()
+                return
             policy.check_change(obj.attrs, changes, access.is_so(token))
             attrs = {**obj.attrs, **changes}
             if obj.is_token:
@@ -396,10 +422,18 @@ class Application:
     # -- cryptographic operations -------------------------------------------
     def _begin(self, handle, kind, mechanism, key_handle):
         session = self._live(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         session.idle(kind)
         key = None if key_handle is None else self._key(self.tokens[session.slot_id], key_handle)
         op = operations.start(kind, mechanism, key)
         session.begin(kind, op, key)
+
+    def _check_crypto_login(self, session):
+        """The No public crypto flag: cryptographic operations need a logged-in user."""
+        if self.tokens[session.slot_id].login is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this HSM allows no public crypto (security flag "
+                                                     "No public crypto): log in first")
 
     def _resolver(self, token):
         return lambda obj_handle: self._key(token, obj_handle)
@@ -475,6 +509,8 @@ class Application:
     # -- keys ----------------------------------------------------------------
     def generate_key(self, handle, mechanism, template):
         session, token = self._session(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         template = policy.as_dict(template)
         cls, ckk, material = operations.generate(mechanism, template)
         attrs = policy.new_object(template, policy.GENERATE, cls, ckk, mechanism.type, extra=material)
@@ -482,6 +518,8 @@ class Application:
 
     def generate_key_pair(self, handle, mechanism, public_template, private_template):
         session, token = self._session(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         public_template = policy.as_dict(public_template)
         private_template = policy.as_dict(private_template)
         gate.let_others_in()  # RSA, DSA and DH pairs take milliseconds outside the GIL
@@ -494,13 +532,17 @@ class Application:
         return tuple(self._add_objects(session, token, [public, private]))
 
     def wrap_key(self, handle, mechanism, wrapping_handle, key_handle):
-        _, token = self._session(handle)
+        session, token = self._session(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         wrapping_key = self._object(token, wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
         key = self._object(token, key_handle, C.CKR_KEY_HANDLE_INVALID)
         return operations.wrap(mechanism, wrapping_key, key)
 
     def unwrap_key(self, handle, mechanism, unwrapping_handle, wrapped, template):
         session, token = self._session(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         unwrapping_key = self._object(token, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
         template = policy.as_dict(template)
         origin, cls, ckk, material = operations.unwrap(mechanism, unwrapping_key, wrapped, template)
@@ -509,6 +551,8 @@ class Application:
 
     def derive_key(self, handle, mechanism, base_handle, template):
         session, token = self._session(handle)
+        if self.no_public_crypto:
+            self._check_crypto_login(session)
         base = self._key(token, base_handle)
         template = policy.as_dict(template)
         cls, ckk, material = operations.derive(mechanism, base, template, self._resolver(token))

@@ -37,7 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import dh, ec
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
@@ -189,24 +190,29 @@ class _Direction:
         self.suite, self.master, self.transcript, self.label = suite, master, transcript, label
         self.sequence = 0
         self.epoch = -1
-        self.enc = self.mac = None
+        self.enc = self.mac = self._ctr = None
         self.rekey(0)
 
     def rekey(self, epoch):
         self.epoch = epoch
         self.enc, self.mac = self.suite.keys(self.master, self.transcript, epoch, self.label)
+        # AES-256-CTR through AES-GCM's keystream: GCM encrypts in CTR mode from counter block
+        # nonce || 2, so its output without the tag is AES-CTR with that counter (the GHASH is
+        # unused; the MAC is HMAC). One AESGCM object per key costs ~4 us a message, where a
+        # CTR Cipher built per message costs ~25 us.
+        self._ctr = AESGCM(self.enc) if self.suite.adh2 else None
 
-    def _cipher(self, sequence, iv=None):
-        if self.suite.adh2:
-            # The counter block is unique per key: direction and epoch pick the key,
-            # the sequence number the message, the low 32 bits the block.
-            return Cipher(algorithms.AES256(self.enc), modes.CTR(struct.pack(">QQ", sequence, 0)))
+    def _keystream_xor(self, sequence, data):
+        # The counter block is unique per key: direction and epoch pick the key, the sequence
+        # number the message (64 bits, then 32 zero bits), the low 32 bits the block (from 2).
+        return self._ctr.encrypt(struct.pack(">QI", sequence, 0), data, None)[:-16]
+
+    def _cipher(self, sequence, iv):
         return Cipher(TripleDES(self.enc), modes.CBC(iv))
 
     def encrypt(self, sequence, plain):
         if self.suite.adh2:
-            enc = self._cipher(sequence).encryptor()
-            return enc.update(plain) + enc.finalize()
+            return self._keystream_xor(sequence, plain)
         iv = os.urandom(8)
         padder = padding.PKCS7(64).padder()
         enc = self._cipher(sequence, iv).encryptor()
@@ -214,8 +220,7 @@ class _Direction:
 
     def decrypt(self, sequence, body):
         if self.suite.adh2:
-            dec = self._cipher(sequence).decryptor()
-            return dec.update(body) + dec.finalize()
+            return self._keystream_xor(sequence, body)   # CTR: decryption is the same XOR
         if len(body) < 16 or len(body) % 8:
             raise CKRError(C.CKR_SMS_ERROR, "SMS: encrypted body is not whole 3DES blocks")
         dec = self._cipher(sequence, body[:8]).decryptor()
@@ -308,7 +313,7 @@ class Channel:
 
     def end(self):
         self.open = False
-        self.out.enc = self.out.mac = self.inc.enc = self.inc.mac = None
+        self.out.enc = self.out.mac = self.inc.enc = self.inc.mac = self.out._ctr = self.inc._ctr = None
 
 
 # -- the client's side of the handshake ----------------------------------------------------

@@ -17,6 +17,7 @@ import time
 from .. import constants as C
 from .. import wire
 from ..errors import CKRError
+from . import smslink as link
 from .frames import FrameReader
 
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
@@ -32,8 +33,9 @@ class _Waiter:
 
 
 class Channel:
-    def __init__(self, address, connect_timeout, reply_timeout):
+    def __init__(self, address, connect_timeout, reply_timeout, sms=None):
         self.address = address
+        self.link = None  # the SMS channel (ptkhsm/transport/smslink.py) when `sms` settings ask for one
         self.reply_timeout = reply_timeout or None
         self.broken = None  # the CKRError every call gets once the connection is lost
         try:
@@ -52,8 +54,14 @@ class Channel:
             if kind != wire.WELCOME:
                 raise wire.ProtocolError("no welcome")
             self.version, self.info = wire.read_welcome(body)
+            serial = str(self.info.get("serial"))
+            if sms is not None and sms.needed(serial, self.info.get("security_mode") or 0):
+                self.link = link.ClientLink(sms, serial, lambda data: (sock.sendall(data), self.frames.read())[1])
         except (OSError, EOFError, wire.ProtocolError) as exc:
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot reach the HSM at {address}: {exc}") from None
+        except CKRError:
+            sock.close()
+            raise
         sock.settimeout(self.reply_timeout)
         self.sock = sock
         self._send = threading.Lock()
@@ -78,9 +86,14 @@ class Channel:
                            f"{call.name}: {exc}") from None
         try:
             with self._send:
+                if self.link is not None:
+                    data = self.link.seal(call, request_id, data)
                 self.sock.sendall(data)
         except OSError as exc:
             self._lose(f"send failed: {exc}")
+            raise self.broken from None
+        except CKRError as exc:   # SMS: the channel has ended
+            self._lose(exc)
             raise self.broken from None
         self._await(waiter)
         if waiter.kind is None:
@@ -100,6 +113,8 @@ class Channel:
                 except (OSError, EOFError, wire.ProtocolError) as exc:
                     self._lose(f"no reply within {self.reply_timeout} s" if isinstance(exc, socket.timeout)
                                else str(exc))
+                except CKRError as exc:   # SMS: a record failed, the channel (and connection) ends
+                    self._lose(exc)
                 finally:
                     self._reading.release()
                     with self._ids:
@@ -114,6 +129,8 @@ class Channel:
 
     def _read_one(self):
         kind, body = self.frames.read()
+        if self.link is not None:
+            kind, body = self.link.open(kind, body)
         if len(body) < 4 or kind not in (wire.REPLY, wire.ERROR):
             raise wire.ProtocolError(f"unexpected frame type {kind}")
         request_id = int.from_bytes(body[:4], "big")
@@ -135,7 +152,8 @@ class Channel:
     def _lose(self, why):
         """The connection is gone: every pending and later call fails."""
         if self.broken is None:
-            self.broken = CKRError(C.CKR_DEVICE_REMOVED, f"lost the HSM at {self.address}: {why}")
+            self.broken = why if isinstance(why, CKRError) else CKRError(
+                C.CKR_DEVICE_REMOVED, f"lost the HSM at {self.address}: {why}")
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

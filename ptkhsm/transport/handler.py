@@ -11,6 +11,8 @@ from .. import constants as C
 from .. import wire
 from ..calls import OUT
 from ..errors import CKRError
+from ..hsm import adapter
+from . import smslink as link
 from ..log import logger
 
 
@@ -22,7 +24,13 @@ def _admin_slot(app):
 # network they need the Admin Token's SO logged in on the same connection.
 ADMIN_CALLS = {
     "init_token": lambda app, args: args[0] == _admin_slot(app),
+    "set_attributes": lambda app, args: _is_adapter(app, args[1]),  # the HSM's security flags
 }
+
+
+def _is_adapter(app, obj_handle):
+    obj = app.tokens[_admin_slot(app)].objects.get(obj_handle)
+    return obj is not None and adapter.is_adapter(obj)
 
 
 def admin_guard(app, call, args):
@@ -36,7 +44,8 @@ def admin_guard(app, call, args):
     if app.tokens[slot].login != C.CKU_SO:
         raise CKRError(C.CKR_ACCESS_DENIED,
                        f"{call.name} changes the HSM: log the Admin Token's SO in on this connection first")
-    app.close_all_sessions(slot)
+    if call.name == "init_token":
+        app.close_all_sessions(slot)
 
 
 class Handler:
@@ -46,6 +55,8 @@ class Handler:
         self.app = None
         self.version = None
         self.admin_guard = guard
+        self.sms = None   # the SMS channel, once the client asked for one
+        self.required = 0
 
     def handle(self, kind, body):
         """One frame (type, body) -> the reply frame. Raises wire.ProtocolError."""
@@ -57,11 +68,26 @@ class Handler:
                 raise wire.ProtocolError(f"client speaks versions {low}..{high}, this server {wire.VERSION}")
             self.version = wire.VERSION
             self.app = self.hsm.application()
-            return wire.welcome(self.version, {"serial": self.hsm.serial, "max_frame": wire.MAX_FRAME})
+            self.required = self.hsm.security_mode & link.SMS_FLAGS  # SMS: what this HSM demands
+            return wire.welcome(self.version, {"serial": self.hsm.serial, "max_frame": wire.MAX_FRAME,
+                                               "security_mode": self.hsm.security_mode})
+        if kind == wire.SMS:
+            if self.sms is None:
+                self.sms = link.ServerLink(self.hsm)
+            return self.sms.receive(body, self._request)
         if kind != wire.REQUEST:
             raise wire.ProtocolError(f"unexpected frame type {kind}")
+        return self._request(body, 0)[1]
+
+    def _request(self, body, protection):
+        """A REQUEST body that came with `protection` (0: a plain frame) -> (Call, reply frame)."""
         request_id, call, args = wire.read_request(body)
+        return call, self._run(request_id, call, args, protection)
+
+    def _run(self, request_id, call, args, protection):
         try:
+            if self.required:
+                link.check(self.required, call, protection)
             if self.admin_guard is not None:
                 self.admin_guard(self.app, call, args)
             value = getattr(self.app, call.name)(*args)

@@ -146,6 +146,8 @@ class Worker:
         except wire.ProtocolError as exc:
             reason = f"protocol error: {exc}"
             logger.warning("closing connection from %s: %s", peer, exc)
+            if getattr(exc, "frame", None):  # SMS: the client learns why its channel ended
+                self._send(conn, write, exc.frame)
         except OSError as exc:
             reason = f"socket error: {exc.strerror or exc}"
         finally:

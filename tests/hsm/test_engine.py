@@ -278,7 +278,7 @@ def test_damaged_store_is_a_device_error_naming_it(hsm, tmp_path):
     db = sqlite3.connect(hsm.store.path)
     for damaged in (b"\1\2garbage", b"", b"\xff" * 40, b"\0" * 8 + b"trailing"):
         with db:
-            db.execute("UPDATE objects SET blob=?", (damaged,))
+            db.execute("UPDATE objects SET blob=? WHERE slot=0", (damaged,))
         other = make_hsm(tmp_path)
         s2 = other.open_session(0, RW)
         with pytest.raises(CKRError) as info:

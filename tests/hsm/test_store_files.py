@@ -127,6 +127,7 @@ def test_schema_1_store_sealed_on_open(tmp_path):
     attrs = {C.CKA_CLASS: C.CKO_SECRET_KEY, C.CKA_KEY_TYPE: C.CKK_AES, C.CKA_TOKEN: True, C.CKA_PRIVATE: False,
              C.CKA_SENSITIVE: True, C.CKA_VALUE: SECRET, C.CKA_LABEL: b"public-sensitive"}
     with db:
+        db.execute("DELETE FROM objects")  # a schema 1 store holds no sealed rows (the adapter object)
         db.execute("INSERT INTO objects (slot, private, blob) VALUES (0, 0, ?)",
                    (schema.encode_template(tuple(attrs.items())),))
         db.execute("UPDATE meta SET value='1' WHERE key='schema'")

@@ -212,3 +212,17 @@ def test_the_hsm_refuses_requests_protected_less_than_its_flags():
     policy.check_request(C.CKF_NO_CLEAR_PINS, True, False, 0)
     assert _rv(policy.check_request, C.CKF_NO_CLEAR_PINS, True, True, S.SIGNED) == C.CKR_BAD_PROTECTION
     assert _rv(policy.check_request, C.CKF_FULL_SMS_SIGN, True, False, 0) == C.CKR_BAD_PROTECTION
+
+
+def test_adh2_encryption_is_aes256_ctr_with_the_documented_counter_block():
+    """docs/sms.md: AES-256-CTR, counter block = sequence (64 bits) || 0 (32) || block from 2
+    (computed through AES-GCM's keystream): the same bytes as a plain CTR cipher gives."""
+    import os
+    import struct as st
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from ptkhsm.sms import channel as chan
+    d = chan._Direction(chan.Suite(chan.ADH2), os.urandom(64), b"t", b"request")
+    data = os.urandom(1000)
+    ctr = Cipher(algorithms.AES256(d.enc), modes.CTR(st.pack(">QII", 7, 0, 2))).encryptor()
+    assert d.encrypt(7, data) == ctr.update(data) + ctr.finalize()
+    assert d.decrypt(7, d.encrypt(7, data)) == data and d.encrypt(8, data) != d.encrypt(7, data)
