@@ -182,3 +182,25 @@ def test_ha_client_fails_over_between_servers_sharing_only_the_database(pg_uri):
     finally:
         stop(servers)
 
+
+
+def test_re_initialised_token_ends_the_other_servers_sessions(servers):
+    """C_InitToken through one server (which has no session open: CKR_SESSION_EXISTS
+    otherwise): a user logged in through another loses that login and its sessions
+    (PKCS#11: the token's sessions end), never keeps the old data key."""
+    a, b = Member(client_env(servers[0])), Member(client_env(servers[1]))
+    assert a.ask(f"user {USER_PIN}") == "OK" and a.ask("user-create secret-old") == "OK"
+    assert a.ask("user-find secret") == "secret-old"
+    init_env = client_env(servers[2])
+    subprocess.run(["pkcs11-tool", "--module", MODULE, "--slot", str(SLOT), "--init-token", "--label", LABEL,
+                    "--so-pin", SO_PIN], check=True, capture_output=True, env=init_env)
+    new_pin = "5678"
+    subprocess.run(["pkcs11-tool", "--module", MODULE, "--slot", str(SLOT), "--init-pin", "--login",
+                    "--so-pin", SO_PIN, "--pin", new_pin], check=True, capture_output=True, env=init_env)
+    assert b.ask(f"user {new_pin}") == "OK" and b.ask("user-create secret-new") == "OK"
+    eventually(a, "user-find secret", "SessionHandleInvalid")
+    assert a.ask("find secret") == "SessionHandleInvalid"  # every session of the token, not only the user's
+    assert a.ask(f"user {USER_PIN}") == "PinIncorrect"      # the old PIN is gone with the old token
+    assert a.ask(f"user {new_pin}") == "OK" and a.ask("user-find secret") == "secret-new"
+    a.stop()
+    b.stop()
