@@ -194,7 +194,7 @@ class Application:
         rw = bool(flags & C.CKF_RW_SESSION)
         with self._lock:
             # Objects are refreshed by the calls that use them (find, create, login); opening
-            # a session refreshes when the store changed (no round trip), so that a session
+            # a session refreshes when a change was notified (no query), so that a session
             # opened after another HSM re-initialised the token is one of the new token.
             if not token.initialized or token.stale():
                 token.ensure_loaded()

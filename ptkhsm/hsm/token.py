@@ -174,9 +174,13 @@ class Token:
 
     # -- objects -------------------------------------------------------------
     def stale(self):
-        """Whether another HSM changed the store since the objects were loaded (no round
-        trip; False before the first load, which the first find or login makes)."""
-        return self._seen_version is not None and self.store.version() != self._seen_version
+        """Whether another HSM's change has been notified since the objects were loaded.
+        Asked by calls that otherwise never look at the store (C_OpenSession, operation
+        inits), so only of a store whose version() costs no query (PostgreSQL's
+        notifications); False for sqlite, whose processes see a change at their next
+        find, login, create or C_GetTokenInfo. False before the first load, too."""
+        return (self.store.notifies and self._seen_version is not None
+                and self.store.version() != self._seen_version)
 
     def ensure_loaded(self):
         """Load (or refresh, after another process changed the store) the token objects."""

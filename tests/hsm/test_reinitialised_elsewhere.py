@@ -31,11 +31,11 @@ def test_re_initialised_token_ends_the_other_hsms_sessions(tmp_path):
 
     initialised(there, NEW_USER)  # `there` has no session open: C_InitToken allowed
 
-    # the first call that looks at the store ends the sessions (CKR_SESSION_CLOSED for
-    # the call it happened in), the others are gone
-    assert rv_of(here.encrypt_init, s, Mechanism(C.CKM_AES_ECB), key) == C.CKR_SESSION_CLOSED
-    assert rv_of(here.find_init, ro, []) == C.CKR_SESSION_HANDLE_INVALID
-    assert rv_of(here.session_info, s) == C.CKR_SESSION_HANDLE_INVALID
+    # the first call that reads the store (sqlite: a find, login, create or token
+    # information) ends the sessions (CKR_SESSION_CLOSED for the call it happened in)
+    assert rv_of(here.find_init, ro, []) == C.CKR_SESSION_CLOSED
+    assert rv_of(here.encrypt_init, s, Mechanism(C.CKM_AES_ECB), key) == C.CKR_SESSION_HANDLE_INVALID
+    assert rv_of(here.session_info, ro) == C.CKR_SESSION_HANDLE_INVALID
     fresh = here.open_session(0, RW)
     assert here.session_info(fresh)[1] == C.CKS_RW_PUBLIC_SESSION  # the login went with the old token
     assert rv_of(here.login, fresh, C.CKU_USER, USER) == C.CKR_PIN_INCORRECT

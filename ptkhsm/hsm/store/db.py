@@ -68,6 +68,8 @@ def _device_errors(what):
 
 
 class Store:
+    notifies = False  # version() is a query (store/__init__.py)
+
     def __init__(self, datapath, key_path=None):
         self.path = os.path.join(datapath, "ptkhsm.db")
         self.key_path = key_path or os.path.join(datapath, STORAGE_KEY_FILE)

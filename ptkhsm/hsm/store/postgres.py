@@ -95,6 +95,8 @@ class _Broken(Exception):
 
 
 class PostgresStore:
+    notifies = True  # version() reads notifications already received: no query
+
     def __init__(self, conninfo, connect_timeout=5, statement_timeout=10, key_path=None):
         """key_path: the storage key file (every member of a group needs the same one);
         None opens the rows only, for tests of the store itself."""
