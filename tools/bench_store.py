@@ -8,6 +8,9 @@ p256-sign, find-10k (a find among 10,000 token objects, after filling the
 token) and then init, the cold start, on the token holding those 10,000.
 Goals (issue 24): find and sign within 1.2x of sqlite, create >= 1,000/s.
 
+ExtToken is switched off (ET_PTKC_EXTTOKEN_ENABLE=0): slot 0 is the HSM's token, whose
+objects are rows of the store under test.
+
 Without --postgresql, a throwaway server is started as the tests do
 (tests/pg/conftest.py: initdb in a temporary directory, unix socket only).
 
@@ -90,6 +93,10 @@ def main(argv=None):
     lite = ctperf.Target(args.module, name="sqlite")
     pg = ctperf.Target(args.module, name="postgresql")
     pg.env["ET_PTKC_SW_STORE"] = uri
+    for target in (lite, pg):
+        # slot 0 is then the HSM's token, in the store: with ExtToken on, slot 0's objects
+        # are host files, and the cold start's first C_GetTokenInfo (slot 0) would not read them
+        target.env["ET_PTKC_EXTTOKEN_ENABLE"] = "0"
     try:
         results = ctperf.run_suite([lite, pg], PAIRS, args.seconds, args.repeat, max(args.repeat, 5), _progress)
     except ctperf.CtperfError as exc:

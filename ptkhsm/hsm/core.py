@@ -55,6 +55,8 @@ class HSM:
         self.applications = set()
         self._lock = threading.RLock()
         self._identity = None
+        for token in self.tokens:
+            token.on_reinitialised = self._token_reinitialised
         self.refresh_settings()
 
     def refresh_settings(self):
@@ -79,6 +81,14 @@ class HSM:
             from . import identity
             self._identity = identity.load(self.config.get("ET_PTKC_SW_DATAPATH"))
         return self._identity
+
+    def _token_reinitialised(self, slot_id):
+        """Another HSM on the store re-initialised the token: its sessions here end, as
+        PKCS#11 has it for a re-initialised token (CKR_SESSION_HANDLE_INVALID after), and
+        with them the logins and the old data key."""
+        with self._lock:
+            for app in list(self.applications):
+                app.close_all_sessions(slot_id)
 
     def sessions_on(self, slot_id):
         """Sessions every application has open on a slot (C_InitToken needs none)."""
@@ -205,10 +215,10 @@ class Application:
             raise CKRError(C.CKR_SESSION_PARALLEL_NOT_SUPPORTED, "CKF_SERIAL_SESSION must be set")
         rw = bool(flags & C.CKF_RW_SESSION)
         with self._lock:
-            # An initialised token stays initialised; its objects are refreshed by the
-            # calls that use them (find, create, login), so opening a session polls the
-            # store only until the token is seen initialised.
-            if not token.initialized:
+            # Objects are refreshed by the calls that use them (find, create, login); opening
+            # a session refreshes when a change was notified (no query), so that a session
+            # opened after another HSM re-initialised the token is one of the new token.
+            if not token.initialized or token.stale():
                 token.ensure_loaded()
             access.check_open(token, rw)
             handle = self._next_session.new()
@@ -224,6 +234,13 @@ class Application:
     def _session(self, handle):
         session = self._live(handle)
         return session, self.tokens[session.slot_id]
+
+    def _refresh(self, session, token):
+        """token.ensure_loaded() for a call on `session`, which fails if the refresh ended
+        the session (the token was re-initialised by another HSM of the store)."""
+        token.ensure_loaded()
+        if self.sessions.get(session.handle) is not session:
+            raise CKRError(C.CKR_SESSION_CLOSED, f"session {session.handle} ended: token re-initialised")
 
     def close_session(self, handle):
         with self._lock:
@@ -265,7 +282,7 @@ class Application:
         with self._lock:
             if user_type == C.CKU_SO and token.login is None:
                 access.check_so_login(self.slot_sessions[session.slot_id].values())
-            token.ensure_loaded()
+            self._refresh(session, token)
             token.log_in(user_type, pin)
 
     def _context_login(self, session, token, pin):
@@ -315,7 +332,7 @@ class Application:
         with self._lock:
             if self.sessions.get(session.handle) is not session:  # closed by another thread meanwhile
                 raise CKRError(C.CKR_SESSION_CLOSED, f"session {session.handle} closed during the call")
-            token.ensure_loaded()
+            self._refresh(session, token)
             persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
             stored = iter(token.store_new(persistent)) if persistent else iter(())
             handles = []
@@ -397,7 +414,7 @@ class Application:
         session.idle(FIND)
         template = tuple(template)
         with self._lock:
-            token.ensure_loaded()
+            self._refresh(session, token)
             candidates = token.objects.candidates(template) + [
                 o for o in self.session_objects.candidates(template) if o.slot == token.slot_id]
             found = [o.handle for o in candidates
@@ -425,7 +442,11 @@ class Application:
         if self.no_public_crypto:
             self._check_crypto_login(session)
         session.idle(kind)
-        key = None if key_handle is None else self._key(self.tokens[session.slot_id], key_handle)
+        token = self.tokens[session.slot_id]
+        if token.stale():  # a key of a token re-initialised elsewhere is gone, and its session
+            with self._lock:
+                self._refresh(session, token)
+        key = None if key_handle is None else self._key(token, key_handle)
         op = operations.start(kind, mechanism, key)
         session.begin(kind, op, key)
 

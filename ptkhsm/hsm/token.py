@@ -8,7 +8,14 @@ plaintext never outlives the login.
 Login state belongs to applications (`core.AppToken`); the token counts the
 applications logged in, keeps its data key unsealed while any is, and its
 private objects loaded while any user is.
+
+Another HSM on the same store (a member of a group, another process) may
+re-initialise the token: its row then carries a new `generation`. A refresh
+that sees one calls `on_reinitialised(slot_id)`, whose owner ends the token's
+sessions here; with them go the logins and the old data key.
 """
+
+import os
 
 from .. import constants as C
 from .. import schema
@@ -43,11 +50,17 @@ class Token:
         self._data_key = None    # unsealed while someone is logged in
         self._row = None
         self._seen_version = None
+        self.on_reinitialised = None  # set by the HSM: slot_id -> None
         self.reload_row()
+        self._generation = self._current_generation()
 
     # -- state ---------------------------------------------------------------
     def reload_row(self):
         self._row = self.store.token(self.slot_id)
+
+    def _current_generation(self):
+        """None: not initialised; b"": a row written before generations were stored."""
+        return (self._row["generation"] or b"") if self._row else None
 
     @property
     def initialized(self):
@@ -92,8 +105,10 @@ class Token:
             self._verify(SO, so_pin)
         data_key = sealing.new_data_key()
         salt, sealed = sealing.seal_under_pin(so_pin, data_key, self.pins.iterations)
-        self.store.init_token(self.slot_id, {"label": label, "so_salt": salt, "so_sealed": sealed})
+        self.store.init_token(self.slot_id, {"label": label, "so_salt": salt, "so_sealed": sealed,
+                                             "generation": os.urandom(16)})
         self.reload_row()
+        self._generation = self._current_generation()  # ours: no session here to end (C_InitToken had none)
         self._forget_objects()
 
     def init_pin(self, pin):
@@ -158,15 +173,40 @@ class Token:
             self._data_key = None
 
     # -- objects -------------------------------------------------------------
+    def stale(self):
+        """Whether another HSM's change has been notified since the objects were loaded.
+        Asked by calls that otherwise never look at the store (C_OpenSession, operation
+        inits), so only of a store whose version() costs no query (PostgreSQL's
+        notifications); False for sqlite, whose processes see a change at their next
+        find, login, create or C_GetTokenInfo. False before the first load, too."""
+        return (self.store.notifies and self._seen_version is not None
+                and self.store.version() != self._seen_version)
+
     def ensure_loaded(self):
         """Load (or refresh, after another process changed the store) the token objects."""
         version = self.store.version()
         if version != self._seen_version:
             self._seen_version = version
             self.reload_row()
+            self._check_generation()
             self._load(private=False)
             if self._logins[USER]:
                 self._load(private=True)
+
+    def _check_generation(self):
+        """A token initialised elsewhere since we last looked (or removed from the store)
+        is another token: end what this HSM holds of the old one."""
+        generation = self._current_generation()
+        if generation == self._generation:
+            return
+        old, self._generation = self._generation, generation
+        if old is None:
+            return  # a first initialisation: nothing of an older token to end
+        if self.on_reinitialised is not None:
+            self.on_reinitialised(self.slot_id)  # ends the sessions, hence the logins
+        self._logins = {SO: 0, USER: 0}
+        self._data_key = None
+        self._forget_objects()
 
     def _load(self, private):
         rows = self.store.objects(self.slot_id, private)

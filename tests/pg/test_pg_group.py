@@ -2,53 +2,15 @@
 directory) on one PostgreSQL database: one truth for all, exact under concurrent
 writers, group-wide lock-out, and no acknowledged object lost across a restart."""
 
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import MODULE, SO_PIN, USER_PIN, init_token
-
-PEER = str(Path(__file__).with_name("peer.py"))
-LABEL = "group"
-
-
-def member_env(pg_uri, **extra):
-    # every member holds a copy of the group's storage key file (pg_uri's fixture names it)
-    env = {"PATH": "/usr/bin:/bin", "HOME": tempfile.mkdtemp(prefix="ptkhsm-home-"),
-           "ET_PTKC_SW_DATAPATH": tempfile.mkdtemp(prefix="ptkhsm-member-"), "ET_PTKC_SW_STORE": pg_uri,
-           "ET_PTKC_SW_PIN_KDF_ITERATIONS": "1000",
-           "ET_PTKC_SW_STORAGE_KEYFILE": os.environ["ET_PTKC_SW_STORAGE_KEYFILE"],
-           # slot 0's ExtToken keeps its objects in files of each member's data directory,
-           # not in the shared store: the group shares the HSM's own token
-           "ET_PTKC_EXTTOKEN_ENABLE": "0"}
-    env.update(extra)
-    return env
-
-
-class Member:
-    """A long-lived peer process answering commands."""
-
-    def __init__(self, env):
-        self.proc = subprocess.Popen([sys.executable, PEER, MODULE, LABEL], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.proc.stdout.readline() == "ready\n", "peer did not start"
-
-    def ask(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline()
-        assert reply, f"peer died on {line!r}"
-        return reply.rstrip("\n")
-
-    def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+from pg.members import LABEL, PEER, Member, acknowledged, eventually, member_env, writer
 
 
 @pytest.fixture
@@ -58,22 +20,6 @@ def group(pg_uri):
     yield pg_uri, members
     for member in members:
         member.stop()
-
-
-def eventually(member, line, expected, within=2.0):
-    """The member's reply to line becomes expected within `within` seconds -> calls it took.
-    A member sees another's commit in its first call after the notification reached it
-    (no round trip per call): on an idle machine that is the very next call, on a loaded
-    one the delivery can lag the other member's reply by a few scheduler ticks."""
-    deadline = time.monotonic() + within
-    calls = 0
-    while True:
-        calls += 1
-        reply = member.ask(line)
-        if reply == expected or time.monotonic() > deadline:
-            assert reply == expected, f"{line!r} after {within} s: {reply!r}, expected {expected!r}"
-            return calls
-        time.sleep(0.01)
 
 
 def test_each_member_sees_the_others_changes(group):
@@ -95,7 +41,9 @@ def test_init_token_on_one_is_seen_by_all(group):
                     "--so-pin", SO_PIN], check=True, capture_output=True, env=env)
     for member in (a, b, c):
         eventually(member, "label", "renamed")
-        assert member.ask("find before") == ""  # the token's objects went with it
+        # the old token's sessions ended with it (PKCS#11), and its objects went with it
+        assert member.ask("find before") == "SessionHandleInvalid"
+        assert member.ask("reopen") == "OK" and member.ask("find before") == ""
 
 
 def test_lock_out_is_group_wide(pg_uri):
@@ -123,24 +71,12 @@ def test_lock_out_is_group_wide(pg_uri):
 
 
 def _writers(pg_uri, count, per_writer):
-    return [subprocess.Popen([sys.executable, PEER, MODULE, LABEL, "write", f"w{i}", str(per_writer)],
-                             env=member_env(pg_uri), text=True, stdout=subprocess.PIPE)
-            for i in range(count)]
-
-
-def _acknowledged(writers, first=()):
-    acked, errors = [], []
-    for writer, head in zip(writers, first or [""] * len(writers)):
-        out, _ = writer.communicate(timeout=300)
-        assert writer.returncode == 0
-        for line in (head + out).splitlines():
-            (errors if line.startswith("!") else acked).append(line)
-    return acked, errors
+    return [writer(member_env(pg_uri), f"w{i}", per_writer) for i in range(count)]
 
 
 def test_concurrent_writers_exact_final_set(group):
     pg_uri, (a, _, _) = group
-    acked, errors = _acknowledged(_writers(pg_uri, 4, 60))
+    acked, errors = acknowledged(_writers(pg_uri, 4, 60))
     assert not errors
     expected = sorted(f"w{i}-{j}" for i in range(4) for j in range(60))
     assert sorted(acked) == expected
@@ -150,11 +86,11 @@ def test_concurrent_writers_exact_final_set(group):
 def test_restart_during_load_loses_no_acknowledged_object(pg_server, group):
     pg_uri, (a, b, _) = group
     writers = _writers(pg_uri, 4, 60)
-    first = [writer.stdout.readline() for writer in writers]  # all four are writing
+    first = [proc.stdout.readline() for proc in writers]  # all four are writing
     pg_server.stop("immediate")
     time.sleep(1)
     pg_server.start()
-    acked, errors = _acknowledged(writers, first)
+    acked, errors = acknowledged(writers, first)
     assert errors, "the restart came too late to hit the writers"
     assert set(errors) == {"! DeviceError"}  # CKR_DEVICE_ERROR while the database was down
     found = set(b.ask("find w").split(","))  # members recover by themselves
@@ -167,10 +103,10 @@ def test_restart_during_load_loses_no_acknowledged_object(pg_server, group):
 
 def test_kill_9_mid_write_leaves_no_partial_object(group):
     pg_uri, (a, _, _) = group
-    (writer,) = _writers(pg_uri, 1, 5000)
-    acked = [writer.stdout.readline().strip() for _ in range(30)]
-    writer.kill()
-    writer.wait()
+    (proc,) = _writers(pg_uri, 1, 5000)
+    acked = [proc.stdout.readline().strip() for _ in range(30)]
+    proc.kill()
+    proc.wait()
     found = a.ask("find w").split(",")  # every stored row decodes, or the find would fail
     assert set(acked) <= set(found) and all(label.startswith("w0-") for label in found)
     assert a.ask("create after-kill") == "OK"

@@ -3,9 +3,11 @@
 Both backends have one interface (db.Store, postgres.PostgresStore): token rows
 (`token`, `update_token`, `init_token`, `use_attempt`), object rows opaque to
 the store (`objects`, `insert`, `update`, `delete`), a change `version()` that
-costs no round trip, `contents`/`replace_contents` for `ptkhsm store copy`, and
-`close`. psycopg is imported only when a PostgreSQL store is opened. Public objects are
-sealed under the storage key of the key file (store/files.py, one rule for both).
+costs no round trip (`notifies`: nor any query, so that calls which otherwise
+never look at the store may ask it), `contents`/`replace_contents` for `ptkhsm
+store copy`, and `close`. psycopg is imported only when a PostgreSQL store is
+opened. Public objects are sealed under the storage key of the key file
+(store/files.py, one rule for both).
 """
 
 import os

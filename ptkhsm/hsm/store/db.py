@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     so_salt BLOB, so_sealed BLOB,
     user_salt BLOB, user_sealed BLOB,
     so_failures INTEGER NOT NULL DEFAULT 0,
-    user_failures INTEGER NOT NULL DEFAULT 0
+    user_failures INTEGER NOT NULL DEFAULT 0,
+    generation BLOB
 );
 CREATE TABLE IF NOT EXISTS objects (
     uid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,8 +43,10 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_slot ON objects(slot, private);
 """
 
+# generation: random bytes drawn by each C_InitToken, so that every HSM (process, group
+# member) on the store tells a re-initialised token from a PIN change
 TOKEN_FIELDS = ("label", "so_salt", "so_sealed", "user_salt", "user_sealed",
-                "so_failures", "user_failures")
+                "so_failures", "user_failures", "generation")
 FAILURE_COLUMNS = {"so": "so_failures", "user": "user_failures"}
 
 
@@ -65,6 +68,8 @@ def _device_errors(what):
 
 
 class Store:
+    notifies = False  # version() is a query (store/__init__.py)
+
     def __init__(self, datapath, key_path=None):
         self.path = os.path.join(datapath, "ptkhsm.db")
         self.key_path = key_path or os.path.join(datapath, STORAGE_KEY_FILE)
@@ -108,6 +113,8 @@ class Store:
             for statement in _DDL.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            if "generation" not in {column[1] for column in self._db.execute("PRAGMA table_info(tokens)")}:
+                self._db.execute("ALTER TABLE tokens ADD COLUMN generation BLOB")  # a store made before it
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

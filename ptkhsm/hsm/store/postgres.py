@@ -56,7 +56,8 @@ _DDL = [
         so_salt BYTEA, so_sealed BYTEA,
         user_salt BYTEA, user_sealed BYTEA,
         so_failures INTEGER NOT NULL DEFAULT 0,
-        user_failures INTEGER NOT NULL DEFAULT 0)""",
+        user_failures INTEGER NOT NULL DEFAULT 0,
+        generation BYTEA)""",
     """CREATE TABLE ptkhsm_objects (
         uid BIGSERIAL PRIMARY KEY,
         slot INTEGER NOT NULL,
@@ -94,6 +95,8 @@ class _Broken(Exception):
 
 
 class PostgresStore:
+    notifies = True  # version() reads notifications already received: no query
+
     def __init__(self, conninfo, connect_timeout=5, statement_timeout=10, key_path=None):
         """key_path: the storage key file (every member of a group needs the same one);
         None opens the rows only, for tests of the store itself."""
@@ -262,6 +265,12 @@ class PostgresStore:
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise CKRError(CKR_DEVICE_ERROR, f"store {self.path}: schema {row[0] if row else 'unknown'}, "
                                              f"this ptkhsm reads {SCHEMA_VERSION}")
+        if conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name='ptkhsm_tokens' "
+                        "AND column_name='generation' AND table_schema=current_schema()").fetchone() is None:
+            # a database made before the column (additive: older members ignore it)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute("ALTER TABLE ptkhsm_tokens ADD COLUMN IF NOT EXISTS generation BYTEA")
 
     # -- the store interface -------------------------------------------------
     def version(self):
