@@ -25,6 +25,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 
 from .. import constants as C
 from .. import mechparams as P
@@ -62,6 +63,31 @@ _PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9
                   C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
 _RESTORING = (C.CKM_WRAPKEY_DES3_CBC, C.CKM_WRAPKEY_AES_KWP)
 _MISSING = object()
+# The layer's own work for a call (finding the external token, loading an object) answers the
+# application only with codes every function may return, or the call's own "bad handle" code;
+# anything else (an unwrap's CKR_UNWRAPPING_KEY_HANDLE_INVALID, the files' CKR_TOKEN_NOT_RECOGNIZED,
+# an OSError) is no answer to C_GetAttributeValue or C_FindObjectsInit: it is logged with its reason
+# and answered CKR_DEVICE_ERROR (PKCS#11 v2.40 §5.1's lists; the ABI fuzzer checks them).
+_PASSED = frozenset({C.CKR_DEVICE_ERROR, C.CKR_DEVICE_MEMORY, C.CKR_HOST_MEMORY, C.CKR_SESSION_HANDLE_INVALID,
+                     C.CKR_SESSION_CLOSED, C.CKR_CRYPTOKI_NOT_INITIALIZED})
+# What the HSM answers for a handle it does not know (a loaded copy it lost: fail-over, restart).
+_GONE = frozenset({C.CKR_OBJECT_HANDLE_INVALID, C.CKR_KEY_HANDLE_INVALID, C.CKR_WRAPPING_KEY_HANDLE_INVALID,
+                   C.CKR_UNWRAPPING_KEY_HANDLE_INVALID})
+
+
+@contextmanager
+def _own_work(what, error=None):
+    """Failures of the layer's own work -> the codes the application's function allows (_PASSED)."""
+    try:
+        yield
+    except CKRError as exc:
+        if exc.rv in _PASSED or exc.rv == error:
+            raise
+        logger.warning("ExtToken: %s: %s", what, exc)
+        raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc}") from None
+    except OSError as exc:
+        logger.error("ExtToken: %s: %s", what, exc)
+        raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc.strerror or exc}") from None
 
 
 class _Token:
@@ -195,15 +221,16 @@ class ExtToken:
             self._unload(oid)
 
     def login(self, handle, user_type, pin):
-        self.lower.login(handle, user_type, pin)
-        if self._ext(handle) and user_type in (C.CKU_USER, C.CKU_SO):
-            with self._lock:
-                self._user = user_type == C.CKU_USER
-                if self._user:
-                    try:   # the private master key is made once the user is there
-                        self._master(PRIVATE)
-                    except CKRError as exc:
-                        logger.warning("ExtToken: private master key not available: %s", exc)
+        if not self._ext(handle) or user_type not in (C.CKU_USER, C.CKU_SO):
+            return self.lower.login(handle, user_type, pin)
+        with self._lock:    # with C_Logout in another thread, _user must end as the HSM's state
+            self.lower.login(handle, user_type, pin)
+            self._user = user_type == C.CKU_USER
+            if self._user:
+                try:   # the private master key is made once the user is there
+                    self._master(PRIVATE)
+                except (CKRError, OSError) as exc:
+                    logger.warning("ExtToken: private master key not available: %s", exc)
 
     def logout(self, handle):
         if not self._ext(handle):
@@ -293,7 +320,7 @@ class ExtToken:
     def _master(self, kind):
         token = self._setup()
         if token.masters[kind] is None:
-            if not self._user:
+            if kind == PRIVATE and not self._user:
                 raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user logged in")
             lock = self._setup_lock()
             try:
@@ -304,51 +331,136 @@ class ExtToken:
 
     # -- external objects: handles, loading, the cache ---------------------------------
     def _entry(self, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
-        files = self._setup().files
-        files.refresh()
+        with _own_work("the external token's files", error):
+            files = self._setup().files
+            files.refresh()
         entry = files.index.get(handle - BASE)
         if entry is None or (entry.kind == PRIVATE and not self._user):
             raise CKRError(error, f"object {handle}")
         return entry
 
-    def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
-        """A handle the application gave -> the HSM's handle (loading an external object)."""
-        if handle < BASE or not self._ext(session):
-            return handle
-        return self._load(self._entry(handle, error))
+    def _hidden(self, handle):
+        """HSM objects an application cannot name on slot 0: the loaded copies (its handle is the
+        virtual one) and the external token's own objects (no sweep or stray handle may destroy
+        the master keys)."""
+        token = self._token
+        return handle in self._loaded or (token is not None and (
+            handle == token.data_object or handle in token.masters.values()))
 
-    def _mechanism(self, session, mechanism):
+    def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
+        """A handle the application gave -> the HSM's handle (loading an external object).
+        hits: collects the ids of the objects that were already loaded (see _with_loaded)."""
+        if not self._ext(session):
+            return handle
+        if handle < BASE:
+            if self._hidden(handle):
+                raise CKRError(error, f"object {handle}")
+            return handle
+        return self._load(self._entry(handle, error), error, hits)
+
+    def _mechanism(self, session, mechanism, hits=None):
         if P.kind_of(mechanism.type) == P.KEY_HANDLE and isinstance(mechanism.param, int):
-            return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID))
+            return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID, hits))
         return mechanism
 
-    def _load(self, entry):
+    def _with_loaded(self, session, call, refs, mechanism=None, probe=False):
+        """call([mechanism,] *HSM handles) for the application's [(handle, its error code)].
+
+        A loaded copy the HSM has lost (fail-over to another server, HA replay, a restart: session
+        objects do not survive them) answers "handle invalid": its cache entry is dropped, the
+        object loaded again and the call retried, once. probe: check the cached copies before the
+        call instead (for a call whose failure ends an operation, C_DigestKey)."""
+        for retry in (False, True):
+            hits = []
+            args = [self._resolve(session, handle, error, hits) for handle, error in refs]
+            if mechanism is not None:
+                args.insert(0, self._mechanism(session, mechanism, hits))
+            if probe and not retry and self._drop_stale(hits):
+                continue
+            try:
+                return call(*args)
+            except CKRError as exc:
+                if retry or probe or exc.rv not in _GONE or not self._drop_stale(hits):
+                    raise
+
+    def _drop_stale(self, oids):
+        """Unload the cached copies the HSM no longer has -> whether there was one."""
+        stale = False
+        for oid in oids:
+            cached = self._cache.get(oid)
+            if cached is None:
+                continue
+            try:
+                self.lower.get_attributes(self._loader, cached[1], [C.CKA_CLASS])
+            except CKRError as exc:
+                if exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                    self._reopen_loader()
+                    return True
+                if exc.rv not in _GONE:
+                    continue
+                logger.info("ExtToken: the HSM lost object %d's loaded copy; loading it again", oid)
+                self._unload(oid)
+                stale = True
+        return stale
+
+    def _reopen_loader(self):
+        """The HSM lost the loader session itself (a server restart): a new one, nothing loaded."""
+        logger.info("ExtToken: the HSM lost the loader session; opening another")
+        self._cache.clear()
+        self._loaded.clear()
+        self._loader = self.lower.open_session(SLOT, RW)
+
+    def _load(self, entry, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
         cached = self._cache.get(entry.oid)
         if cached is not None:
             if cached[0] == entry.offset:
                 self._cache.move_to_end(entry.oid)
+                if hits is not None:
+                    hits.append(entry.oid)
                 return cached[1]
             self._unload(entry.oid)            # rewritten since (by us or another process)
         if entry.damaged:
             raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken object {entry.oid}: its record is damaged; not loaded")
-        token = self._setup()
-        master = self._master(entry.kind)
-        cryptogram = token.files.cryptogram(entry)
-        try:
-            handle = self.lower.unwrap_key(self._loader, P.Mechanism(token.mechanisms[entry.kind]), master,
-                                           cryptogram, [(C.CKA_TOKEN, False)])
-        except CKRError as exc:
-            if exc.rv not in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
-                raise
-            logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
-                         entry.oid, token.files.logs[entry.kind].path)
-            raise CKRError(C.CKR_DEVICE_ERROR,
-                           f"ExtToken object {entry.oid}: its cryptogram does not verify; not loaded") from None
+        with _own_work(f"object {entry.oid} not loaded", error):
+            handle = self._unwrap(entry, error)
         self._cache[entry.oid] = (entry.offset, handle)
         self._loaded[handle] = entry.oid
         while len(self._cache) > self.max_loaded:
             self._unload(next(iter(self._cache)))
         return handle
+
+    def _unwrap(self, entry, error):
+        """The cryptogram of an entry unwrapped into the HSM (loader session) -> HSM handle."""
+        token = self._setup()
+        cryptogram = token.files.cryptogram(entry)
+        mechanism = P.Mechanism(token.mechanisms[entry.kind])
+        for retry in (False, True):
+            try:
+                return self.lower.unwrap_key(self._loader, mechanism, self._master(entry.kind), cryptogram,
+                                             [(C.CKA_TOKEN, False)])
+            except CKRError as exc:
+                if exc.rv in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
+                    logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
+                                 entry.oid, token.files.logs[entry.kind].path)
+                    raise CKRError(C.CKR_DEVICE_ERROR,
+                                   f"ExtToken object {entry.oid}: its cryptogram does not verify; not loaded") from None
+                if retry:
+                    raise
+                if exc.rv == C.CKR_UNWRAPPING_KEY_HANDLE_INVALID:
+                    # The master key is out of sight: the user was logged out underneath (then the
+                    # object is invisible too), or the HSM's handle changed: find it again.
+                    token.masters[entry.kind] = None
+                    if entry.kind == PRIVATE and not self._logged_in():
+                        self._user = False
+                        raise CKRError(error, f"ExtToken object {entry.oid}: the user is not logged in") from None
+                elif exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                    self._reopen_loader()
+                else:
+                    raise
+
+    def _logged_in(self):
+        state = self.lower.session_info(self._loader)[1]
+        return state in (C.CKS_RO_USER_FUNCTIONS, C.CKS_RW_USER_FUNCTIONS)
 
     def _unload(self, oid):
         _, handle = self._cache.pop(oid)
@@ -401,7 +513,8 @@ class ExtToken:
         after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
         with self._lock:
             self._check_rw(session)
-            self._setup()
+            with _own_work("the external token's files"):
+                self._setup()
             templates = [self._as_session_template(t, cls) if ext else list(t) for t, cls, ext in specs]
             every = all(ext for *_, ext in specs)
             target = self.lower.open_session(SLOT, RW) if every else session
@@ -478,20 +591,21 @@ class ExtToken:
         if not self._ext(session):
             return self.lower.copy_object(session, obj_handle, template)
         with self._lock:
-            source = self._resolve(session, obj_handle)
-            from_token = obj_handle >= BASE or self.lower.get_attributes(session, source, [C.CKA_TOKEN])[0] is True
+            source = [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)]
+            from_token = obj_handle >= BASE or self.lower.get_attributes(
+                session, self._resolve(session, obj_handle), [C.CKA_TOKEN])[0] is True
             if dict(template).get(C.CKA_TOKEN, from_token) is not True:
-                return self.lower.copy_object(session, source, template)
-            return self._external(session, lambda s, ts: [self.lower.copy_object(s, self._resolve(
-                session, obj_handle), ts[0])], [(template, None, True)])[0]
+                return self._with_loaded(session, lambda h: self.lower.copy_object(session, h, template), source)
+            return self._external(session, lambda s, ts: [self._with_loaded(
+                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)])[0]
 
     def derive_key(self, session, mechanism, base_handle, template):
         if not self._ext(session):
             return self.lower.derive_key(session, mechanism, base_handle, template)
         with self._lock:
             def derive(s, ts):
-                return [self.lower.derive_key(s, self._mechanism(session, mechanism),
-                                              self._resolve(session, base_handle, C.CKR_KEY_HANDLE_INVALID), ts[0])]
+                return [self._with_loaded(session, lambda m, h: self.lower.derive_key(s, m, h, ts[0]),
+                                          [(base_handle, C.CKR_KEY_HANDLE_INVALID)], mechanism)]
             if dict(template).get(C.CKA_TOKEN) is not True:
                 return derive(session, [template])[0]
             return self._external(session, derive, [(template, C.CKO_SECRET_KEY, True)])[0]
@@ -501,8 +615,8 @@ class ExtToken:
             return self.lower.unwrap_key(session, mechanism, unwrapping_handle, wrapped, template)
         with self._lock:
             def unwrap(s, ts):
-                key = self._resolve(session, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
-                return [self.lower.unwrap_key(s, mechanism, key, wrapped, ts[0])]
+                return [self._with_loaded(session, lambda k: self.lower.unwrap_key(s, mechanism, k, wrapped, ts[0]),
+                                          [(unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)])]
             token = dict(template).get(C.CKA_TOKEN)
             if token is True:
                 return self._external(session, unwrap, [(template, dict(template).get(C.CKA_CLASS), True)])[0]
@@ -519,7 +633,7 @@ class ExtToken:
     # -- changing, destroying, reading -----------------------------------------------
     def destroy_object(self, session, obj_handle):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.destroy_object(session, obj_handle)
+            return self.lower.destroy_object(session, self._resolve(session, obj_handle))
         with self._lock:
             entry = self._entry(obj_handle)
             self._check_rw(session)
@@ -529,7 +643,7 @@ class ExtToken:
 
     def set_attributes(self, session, obj_handle, template):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.set_attributes(session, obj_handle, template)
+            return self.lower.set_attributes(session, self._resolve(session, obj_handle), template)
         _refuse(template)
         if any(t == C.CKA_EXTRACTABLE and not v for t, v in template):
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {UNEXTRACTABLE}")
@@ -543,9 +657,9 @@ class ExtToken:
         with self._lock:
             entry = self._entry(obj_handle)
             self._check_rw(session)
-            handle = self._load(entry)
             try:
-                self.lower.set_attributes(session, handle, changes)
+                handle = self._with_loaded(session, lambda h: self.lower.set_attributes(session, h, changes) or h,
+                                           [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
                 self._store(handle, entry.oid)
                 self._cache[entry.oid] = (self._token.files.index[entry.oid].offset, handle)
             except BaseException:
@@ -554,19 +668,21 @@ class ExtToken:
 
     def get_attributes(self, session, obj_handle, types):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.get_attributes(session, obj_handle, types)
+            return self.lower.get_attributes(session, self._resolve(session, obj_handle), types)
         with self._lock:
             entry = self._entry(obj_handle)
             if all(t == C.CKA_TOKEN or t in entry.meta for t in types):
                 return [True if t == C.CKA_TOKEN else entry.meta[t] for t in types]
-            out = self.lower.get_attributes(session, self._load(entry), types)
+            out = self._with_loaded(session, lambda h: self.lower.get_attributes(session, h, types),
+                                    [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
         own = {C.CKA_TOKEN: True, C.CKA_UNIQUE_ID: entry.meta.get(C.CKA_UNIQUE_ID)}
         return [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
                 for t, v in zip(types, out)]
 
     def object_size(self, session, obj_handle):
         with self._lock:
-            return self.lower.object_size(session, self._resolve(session, obj_handle))
+            return self._with_loaded(session, lambda h: self.lower.object_size(session, h),
+                                     [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
 
     # -- finding ---------------------------------------------------------------------
     def find_init(self, session, template):
@@ -576,17 +692,18 @@ class ExtToken:
         with self._lock:
             if session in self._finds:
                 raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
-            token = self._setup()
-            found = [h for h in self._find_lower(session, template) if h not in self._internal()]
+            with _own_work("the external token's files"):
+                files = self._setup().files
+                files.refresh()
+            internal = self._internal()
+            found = [h for h in self._find_lower(session, template) if h not in internal]
             wanted = dict(template)
             if wanted.get(C.CKA_TOKEN, True) is True:
-                files = token.files
-                files.refresh()
                 # Public objects first, then private ones, each in creation order: the HSM's order.
                 entries = sorted((files.index[oid] for oid in files.candidates(wanted)),
                                  key=lambda e: (e.kind, e.oid))
                 for entry in entries:
-                    if (entry.kind == PUBLIC or self._user) and self._matches(entry, template):
+                    if (entry.kind == PUBLIC or self._user) and self._matches(session, entry, template):
                         found.append(BASE + entry.oid)
             self._finds[session] = iter(found)
 
@@ -598,7 +715,7 @@ class ExtToken:
             return ()
         return {token.data_object, *token.masters.values()}
 
-    def _matches(self, entry, template):
+    def _matches(self, session, entry, template):
         slow = []
         for attr_type, value in template:
             if attr_type == C.CKA_TOKEN:
@@ -612,11 +729,11 @@ class ExtToken:
         if not slow:
             return True
         try:
-            handle = self._load(entry)
+            values = self._with_loaded(session, lambda h: self.lower.get_attributes(
+                self._loader, h, [t for t, _ in slow]), [(BASE + entry.oid, C.CKR_OBJECT_HANDLE_INVALID)])
         except CKRError as exc:
             logger.warning("ExtToken: find skips object %d: %s", entry.oid, exc)
             return False
-        values = self.lower.get_attributes(self._loader, handle, [t for t, _ in slow])
         return all(not isinstance(v, CKRError) and v == want for v, (_, want) in zip(values, slow))
 
     def find(self, session, max_count):
@@ -638,19 +755,18 @@ class ExtToken:
     def digest_key(self, session, key):
         with self._lock:
             try:
-                key = self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID)
+                return self._with_loaded(session, lambda k: self.lower.digest_key(session, k),
+                                         [(key, C.CKR_KEY_HANDLE_INVALID)], probe=True)
             except CKRError:
-                # a failed step ends the digest, as it would in the HSM (PKCS#11 §5.2)
+                # a failed step ends the digest, as it does in the HSM (PKCS#11 §5.2)
                 self.lower.cancel(session, C.CKF_DIGEST)
                 raise
-            return self.lower.digest_key(session, key)
 
     def wrap_key(self, session, mechanism, wrapping_handle, key_handle):
         with self._lock:
-            return self.lower.wrap_key(
-                session, self._mechanism(session, mechanism),
-                self._resolve(session, wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
-                self._resolve(session, key_handle, C.CKR_KEY_HANDLE_INVALID))
+            return self._with_loaded(session, lambda m, w, k: self.lower.wrap_key(session, m, w, k),
+                                     [(wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
+                                      (key_handle, C.CKR_KEY_HANDLE_INVALID)], mechanism)
 
 
 def _keyed_init(name):
@@ -658,8 +774,8 @@ def _keyed_init(name):
         if not self._ext(session):
             return getattr(self.lower, name)(session, mechanism, key)
         with self._lock:
-            return getattr(self.lower, name)(session, self._mechanism(session, mechanism),
-                                             self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+            return self._with_loaded(session, lambda m, k: getattr(self.lower, name)(session, m, k),
+                                     [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
     init.__name__ = name
     return init
 
