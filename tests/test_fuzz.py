@@ -49,9 +49,6 @@ def test_regression_seed(fuzzer, seed):
     _fuzz(fuzzer, seed, 250000 if ALL_SEEDS else 60000)
 
 
-@pytest.mark.xfail(reason="the walk on the ExtToken slot finds codes outside the spec's lists "
-                          "(C_GetAttributeValue CKR_UNWRAPPING_KEY_HANDLE_INVALID, C_FindObjectsInit "
-                          "CKR_OBJECT_HANDLE_INVALID): open (issue 16)", strict=False)
 def test_exttoken_seed(fuzzer):
     _fuzz(fuzzer, 2, 60000, exttoken=True)
 

@@ -70,6 +70,7 @@ _MISSING = object()
 # and answered CKR_DEVICE_ERROR (PKCS#11 v2.40 §5.1's lists; the ABI fuzzer checks them).
 _PASSED = frozenset({C.CKR_DEVICE_ERROR, C.CKR_DEVICE_MEMORY, C.CKR_HOST_MEMORY, C.CKR_SESSION_HANDLE_INVALID,
                      C.CKR_SESSION_CLOSED, C.CKR_CRYPTOKI_NOT_INITIALIZED})
+_QUIET = frozenset({C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED, C.CKR_CRYPTOKI_NOT_INITIALIZED})
 # What the HSM answers for a handle it does not know (a loaded copy it lost: fail-over, restart).
 _GONE = frozenset({C.CKR_OBJECT_HANDLE_INVALID, C.CKR_KEY_HANDLE_INVALID, C.CKR_WRAPPING_KEY_HANDLE_INVALID,
                    C.CKR_UNWRAPPING_KEY_HANDLE_INVALID})
@@ -81,9 +82,11 @@ def _own_work(what, error=None):
     try:
         yield
     except CKRError as exc:
-        if exc.rv in _PASSED or exc.rv == error:
+        if exc.rv == error or exc.rv in _QUIET:
             raise
-        logger.warning("ExtToken: %s: %s", what, exc)
+        logger.error("ExtToken: %s: %s", what, exc)    # a failure of the module: shown by default
+        if exc.rv in _PASSED:
+            raise
         raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc}") from None
     except OSError as exc:
         logger.error("ExtToken: %s: %s", what, exc)
