@@ -58,6 +58,10 @@ REFUSED = {
 # sets CKA_EXTRACTABLE to TRUE"; pkcs11-tool always asks FALSE); an existing key brought in
 # (C_CopyObject, a CKM_WRAPKEY_* cryptogram restored) must already be extractable.
 UNEXTRACTABLE = "ExtToken wraps its objects: only extractable keys can be stored on slot 0"
+# ... and the code for it: CKR_KEY_UNEXTRACTABLE is in no list of the functions that bring a key
+# in; C_CopyObject's has CKR_ACTION_PROHIBITED, C_UnwrapKey's CKR_ATTRIBUTE_VALUE_INVALID (the
+# cryptogram's CKA_EXTRACTABLE FALSE, as in C_SetAttributeValue).
+UNEXTRACTABLE_RV = {"copy": C.CKR_ACTION_PROHIBITED, "unwrap": C.CKR_ATTRIBUTE_VALUE_INVALID}
 _KEEP_SECRET = (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)
 _PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9_42_DH_PARAMETER_GEN,
                   C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
@@ -510,7 +514,7 @@ class ExtToken:
             out = [(t, v) for t, v in out if t != C.CKA_EXTRACTABLE] + [(C.CKA_EXTRACTABLE, True)]
         return out
 
-    def _external(self, session, make, specs):
+    def _external(self, session, make, specs, source="unwrap"):
         """Make objects, storing those marked external. specs: [(template, class or None, external)];
         make(session, templates) -> HSM handles. All external: made in a session of our own, closed
         after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
@@ -527,7 +531,7 @@ class ExtToken:
                 out = []
                 for handle, (*_, ext) in zip(handles, specs):
                     if ext:
-                        stored.append(self._store(handle))
+                        stored.append(self._store(handle, source=source))
                         out.append(stored[-1])
                     else:
                         out.append(handle)
@@ -547,7 +551,7 @@ class ExtToken:
                 if every:
                     self.lower.close_session(target)
 
-    def _store(self, handle, oid=None):
+    def _store(self, handle, oid=None, source="unwrap"):
         """Wrap an HSM object under its master key and append it -> virtual handle."""
         token = self._token
         types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID)
@@ -558,7 +562,7 @@ class ExtToken:
         earlier = token.files.index.get(oid) if oid is not None else None
         meta[C.CKA_UNIQUE_ID] = (earlier.meta if earlier else {}).get(C.CKA_UNIQUE_ID, values[C.CKA_UNIQUE_ID])
         if meta.get(C.CKA_CLASS) in _KEEP_SECRET and values[C.CKA_EXTRACTABLE] is not True:
-            raise CKRError(C.CKR_KEY_UNEXTRACTABLE, UNEXTRACTABLE)
+            raise CKRError(UNEXTRACTABLE_RV[source], UNEXTRACTABLE)
         if values[C.CKA_TRUSTED] is True:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "external objects cannot be trusted")
         kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
@@ -600,7 +604,7 @@ class ExtToken:
             if dict(template).get(C.CKA_TOKEN, from_token) is not True:
                 return self._with_loaded(session, lambda h: self.lower.copy_object(session, h, template), source)
             return self._external(session, lambda s, ts: [self._with_loaded(
-                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)])[0]
+                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)], "copy")[0]
 
     def derive_key(self, session, mechanism, base_handle, template):
         if not self._ext(session):
