@@ -80,21 +80,23 @@ _GONE = frozenset({C.CKR_OBJECT_HANDLE_INVALID, C.CKR_KEY_HANDLE_INVALID, C.CKR_
                    C.CKR_UNWRAPPING_KEY_HANDLE_INVALID})
 
 
+def _edge(exc, what, error=None):
+    """A failure of the layer's own work -> what the application gets: the call's own "bad
+    handle" code, a code of _PASSED, or CKR_DEVICE_ERROR; logged unless it is the application's."""
+    if isinstance(exc, CKRError) and (exc.rv == error or exc.rv in _QUIET):
+        return exc
+    logger.error("ExtToken: %s: %s", what, exc)    # a failure of the module: shown by default
+    if isinstance(exc, CKRError) and exc.rv in _PASSED:
+        return exc
+    return CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc}")
+
+
 @contextmanager
 def _own_work(what, error=None):
-    """Failures of the layer's own work -> the codes the application's function allows (_PASSED)."""
     try:
         yield
-    except CKRError as exc:
-        if exc.rv == error or exc.rv in _QUIET:
-            raise
-        logger.error("ExtToken: %s: %s", what, exc)    # a failure of the module: shown by default
-        if exc.rv in _PASSED:
-            raise
-        raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc}") from None
-    except OSError as exc:
-        logger.error("ExtToken: %s: %s", what, exc)
-        raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc.strerror or exc}") from None
+    except (CKRError, OSError) as exc:
+        raise _edge(exc, what, error) from None
 
 
 class _Token:
@@ -133,8 +135,11 @@ class ExtToken:
 
     def __getattr__(self, name):
         # Everything that never names a slot-0 object (slot and mechanism info, PINs,
-        # data steps of operations, random numbers) is the lower api's.
-        return getattr(self.lower, name)
+        # data steps of operations, random numbers) is the lower api's; kept, so that the
+        # next call finds it without coming here (C_Sign after C_SignInit, each time).
+        method = getattr(self.lower, name)
+        setattr(self, name, method)
+        return method
 
     def _ext(self, session):
         return self._slots.get(session) == SLOT
@@ -338,9 +343,15 @@ class ExtToken:
 
     # -- external objects: handles, loading, the cache ---------------------------------
     def _entry(self, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
-        with _own_work("the external token's files", error):
-            files = self._setup().files
+        token = self._token
+        if token is None:
+            with _own_work("the external token's files", error):
+                token = self._setup()
+        files = token.files
+        try:
             files.refresh()
+        except (CKRError, OSError) as exc:
+            raise _edge(exc, "the external token's files", error) from None
         entry = files.index.get(handle - BASE)
         if entry is None or (entry.kind == PRIVATE and not self._user):
             raise CKRError(error, f"object {handle}")
