@@ -481,7 +481,10 @@ class ExtToken:
         return state in (C.CKS_RO_USER_FUNCTIONS, C.CKS_RW_USER_FUNCTIONS)
 
     def _unload(self, oid):
-        _, handle = self._cache.pop(oid)
+        cached = self._cache.pop(oid, None)
+        if cached is None:
+            return
+        handle = cached[1]
         del self._loaded[handle]
         if self._loader is not None:
             try:
@@ -523,9 +526,14 @@ class ExtToken:
         out = [(t, v) for t, v in template if t != C.CKA_TOKEN] + [(C.CKA_TOKEN, False)]
         if cls in _KEEP_SECRET:
             out = [(t, v) for t, v in out if t != C.CKA_EXTRACTABLE] + [(C.CKA_EXTRACTABLE, True)]
-        return out
+        # CKA_EXPORTABLE FALSE is kept by the layer, in the record (see _store)
+        return [(t, v) for t, v in out if t != C.CKA_EXPORTABLE or v]
 
-    def _external(self, session, make, specs, source="unwrap"):
+    @staticmethod
+    def _unexportable(template):
+        return any(t == C.CKA_EXPORTABLE and not v for t, v in template)
+
+    def _external(self, session, make, specs, source="unwrap", exportable=True):
         """Make objects, storing those marked external. specs: [(template, class or None, external)];
         make(session, templates) -> HSM handles. All external: made in a session of our own, closed
         after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
@@ -540,9 +548,10 @@ class ExtToken:
             try:
                 handles = list(make(target, templates))
                 out = []
-                for handle, (*_, ext) in zip(handles, specs):
+                for handle, (spec_template, _, ext) in zip(handles, specs):
                     if ext:
-                        stored.append(self._store(handle, source=source))
+                        stored.append(self._store(handle, source=source, exportable=exportable and not
+                                                  self._unexportable(spec_template)))
                         out.append(stored[-1])
                     else:
                         out.append(handle)
@@ -562,10 +571,15 @@ class ExtToken:
                 if every:
                     self.lower.close_session(target)
 
-    def _store(self, handle, oid=None, source="unwrap"):
-        """Wrap an HSM object under its master key and append it -> virtual handle."""
+    def _store(self, handle, oid=None, source="unwrap", exportable=True):
+        """Wrap an HSM object under its master key and append it -> virtual handle.
+
+        CKA_EXPORTABLE FALSE (PTK-C: the key cannot be wrapped out of the token) is kept in the
+        record's index attributes, not in the HSM's copy: that one must stay wrappable by the master
+        key (for C_SetAttributeValue's rewrite), and only the layer can name it (_hidden); the
+        layer refuses C_WrapKey of the object and gives its copies CKA_EXPORTABLE FALSE."""
         token = self._token
-        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID)
+        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID, C.CKA_EXPORTABLE)
         values = dict(zip(types, self.lower.get_attributes(self._loader, handle, list(types))))
         meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
         # The object keeps the identity it was made with: each load and rewrite makes a new
@@ -576,6 +590,13 @@ class ExtToken:
             raise CKRError(UNEXTRACTABLE_RV[source], UNEXTRACTABLE)
         if values[C.CKA_TRUSTED] is True:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "external objects cannot be trusted")
+        if values[C.CKA_EXPORTABLE] is False:    # an unexportable key of the HSM brought in
+            raise CKRError(UNEXTRACTABLE_RV[source], "ExtToken wraps its objects: a key with CKA_EXPORTABLE "
+                                                     "FALSE in the HSM cannot be stored on slot 0")
+        if not exportable or (earlier is not None and earlier.meta.get(C.CKA_EXPORTABLE) is False):
+            if meta.get(C.CKA_CLASS) not in _KEEP_SECRET:
+                raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, "CKA_EXPORTABLE is an attribute of keys")
+            meta[C.CKA_EXPORTABLE] = False
         kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
         master = self._master(kind)
         cryptogram = self.lower.wrap_key(self._loader, P.Mechanism(token.mechanisms[kind]), master, handle)
@@ -612,10 +633,14 @@ class ExtToken:
             source = [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)]
             from_token = obj_handle >= BASE or self.lower.get_attributes(
                 session, self._resolve(session, obj_handle), [C.CKA_TOKEN])[0] is True
+            exportable = obj_handle < BASE or self._entry(obj_handle).meta.get(C.CKA_EXPORTABLE) is not False
             if dict(template).get(C.CKA_TOKEN, from_token) is not True:
+                if not exportable:     # the copy of an unexportable key is one too
+                    template = [(t, v) for t, v in template if t != C.CKA_EXPORTABLE] + [(C.CKA_EXPORTABLE, False)]
                 return self._with_loaded(session, lambda h: self.lower.copy_object(session, h, template), source)
             return self._external(session, lambda s, ts: [self._with_loaded(
-                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)], "copy")[0]
+                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)], "copy",
+                exportable)[0]
 
     def derive_key(self, session, mechanism, base_handle, template):
         if not self._ext(session):
@@ -672,13 +697,17 @@ class ExtToken:
                     raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_TOKEN cannot be changed")
                 continue
             changes.append((attr_type, value))
+        exportable = not self._unexportable(changes)
+        changes = [(t, v) for t, v in changes if t != C.CKA_EXPORTABLE or v]    # FALSE: kept by _store
         with self._lock:
             entry = self._entry(obj_handle)
             self._check_rw(session)
+            if entry.meta.get(C.CKA_EXPORTABLE) is False and any(t == C.CKA_EXPORTABLE for t, _ in changes):
+                raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_EXPORTABLE can only become FALSE")
             try:
                 handle = self._with_loaded(session, lambda h: self.lower.set_attributes(session, h, changes) or h,
                                            [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
-                self._store(handle, entry.oid)
+                self._store(handle, entry.oid, exportable=exportable)
                 self._cache[entry.oid] = (self._token.files.index[entry.oid].offset, handle)
             except BaseException:
                 self._unload(entry.oid)     # the loaded copy may be ahead of the file
@@ -694,8 +723,11 @@ class ExtToken:
             out = self._with_loaded(session, lambda h: self.lower.get_attributes(session, h, types),
                                     [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
         own = {C.CKA_TOKEN: True, C.CKA_UNIQUE_ID: entry.meta.get(C.CKA_UNIQUE_ID)}
-        return [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
-                for t, v in zip(types, out)]
+        out = [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
+               for t, v in zip(types, out)]
+        if entry.meta.get(C.CKA_EXPORTABLE) is False:    # the record's, not the loaded copy's
+            out = [False if t == C.CKA_EXPORTABLE else v for t, v in zip(types, out)]
+        return out
 
     def object_size(self, session, obj_handle):
         with self._lock:
@@ -739,7 +771,7 @@ class ExtToken:
             if attr_type == C.CKA_TOKEN:
                 if value is not True:
                     return False
-            elif attr_type in FAST:
+            elif attr_type in FAST or attr_type in entry.meta:
                 if entry.meta.get(attr_type, _MISSING) != value:
                     return False
             else:
@@ -782,6 +814,9 @@ class ExtToken:
 
     def wrap_key(self, session, mechanism, wrapping_handle, key_handle):
         with self._lock:
+            if key_handle >= BASE and self._ext(session) and \
+                    self._entry(key_handle, C.CKR_KEY_HANDLE_INVALID).meta.get(C.CKA_EXPORTABLE) is False:
+                raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "the key's CKA_EXPORTABLE is FALSE: it cannot be wrapped")
             return self._with_loaded(session, lambda m, w, k: self.lower.wrap_key(session, m, w, k),
                                      [(wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
                                       (key_handle, C.CKR_KEY_HANDLE_INVALID)], mechanism)
