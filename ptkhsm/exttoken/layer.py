@@ -33,7 +33,7 @@ from .. import schema
 from ..calls import LAYER_HANDLES
 from ..errors import CKRError
 from ..log import logger
-from .files import FAST, PRIVATE, PUBLIC, Files
+from .files import FAST, KIND_NAMES, PRIVATE, PUBLIC, Files
 
 SLOT = 0
 BASE = LAYER_HANDLES       # virtual handles: BASE + object id (the HSM's stay below)
@@ -309,10 +309,12 @@ class ExtToken:
             os.close(lock)
         return self._token
 
-    def _find_or_make_master(self, kind):
+    def _find_or_make_master(self, kind, make=True):
         template = [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_TOKEN, True), (C.CKA_LABEL, LABEL),
                     (C.CKA_PRIVATE, kind == PRIVATE)]
         found = self._find_lower(self._loader, template)
+        if not found and not make:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"slot 0's {KIND_NAMES[kind]} ExtToken master key is missing")
         if not found:
             mechanism, extra = MASTER_KEYS[self.master_kind]
             found = [self.lower.generate_key(self._loader, P.Mechanism(mechanism), template + list(extra) + [
@@ -471,6 +473,8 @@ class ExtToken:
                     if entry.kind == PRIVATE and not self._logged_in():
                         self._user = False
                         raise CKRError(error, f"ExtToken object {entry.oid}: the user is not logged in") from None
+                    # found again, never made anew: a new key could not read the files
+                    token.masters[entry.kind] = self._find_or_make_master(entry.kind, make=False)
                 elif exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
                     self._reopen_loader()
                 else:

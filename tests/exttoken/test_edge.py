@@ -122,3 +122,17 @@ def test_a_lost_loader_session_is_opened_again():
     assert _sign(api, s, key) == mac
     _sign(api, s, other)                       # not loaded before: loads in the new loader session
     lib.finalize()
+
+
+def test_a_master_key_handle_gone_stale_is_found_again_never_made_anew():
+    _, lib = fresh()
+    api = lib.api
+    s = user_session(api)
+    key = aes_key(api, s, b"k", bytes(16), SENSITIVE=False, SIGN=True, PRIVATE=False)
+    masters = api._token.masters
+    real = dict(masters)
+    masters[0] = 0x3FFFFFF0                                   # as if the HSM renumbered it
+    assert len(_sign(api, s, key)) == 16
+    assert api._token.masters == real
+    assert len(find(api.lower, s, [(C.CKA_LABEL, b"ExtToken"), (C.CKA_CLASS, C.CKO_SECRET_KEY)])) == 2
+    lib.finalize()
