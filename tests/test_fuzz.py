@@ -67,10 +67,6 @@ def test_regression_seed(fuzzer, seed):
     _fuzz(fuzzer, seed, 250000 if ALL_SEEDS else 60000)
 
 
-@pytest.mark.xfail(reason="the walk on the ExtToken slot finds codes outside the spec's lists "
-                          "(CKR_UNWRAPPING_KEY_HANDLE_INVALID from the C_*Init of keys, C_GetAttributeValue, "
-                          "C_CopyObject, C_WrapKey...; C_FindObjectsInit CKR_OBJECT_HANDLE_INVALID; "
-                          "C_GetAttributeValue CKR_USER_NOT_LOGGED_IN): open (issue 16)", strict=False)
 def test_exttoken_walk(fuzzer):
     seed = int(os.environ.get("PTKHSM_FUZZ_SEED", random.randrange(1 << 32)))
     _fuzz(fuzzer, seed, 250000 if ALL_SEEDS else 30000, slot=EXTTOKEN_SLOT)

@@ -121,14 +121,16 @@ def main(argv=None):
             api = lib.api
             s = _session(api, 0)
             loaded = external[:min(maxloaded, len(external))]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for h in loaded:                        # cold: every first use unwraps
                 api.sign_init(s, CMAC, h)
                 api.sign(s, b"x", 16)
             cold = len(loaded) / (time.perf_counter() - start)
+            cold_cpu = len(loaded) / (time.process_time() - cpu)
             rate = _sign_rate(api, s, loaded, args.seconds)
-            rows.append((f"cold load (first use), MAXLOADED {maxloaded:,}", f"{cold:,.0f} objects/s",
-                         "goal >= 10,000/s (seed: 109/s)"))
+            # CPU time too: on a shared machine the wall clock also counts the others' work.
+            rows.append((f"cold load (first use of {len(loaded):,}), MAXLOADED {maxloaded:,}",
+                         f"{cold:,.0f} objects/s (CPU time: {cold_cpu:,.0f}/s)", "goal >= 10,000/s (seed: 109/s)"))
             rows.append((f"sign AES-CMAC, loaded key, MAXLOADED {maxloaded:,} ({api.loaded_count():,} loaded)",
                          f"{rate:,.0f} ops/s", "goal: within 25 % of each other"))
             # The HSM's find scans its session objects, the loaded copies among them.

@@ -152,13 +152,6 @@ class Log:
         self.fd = self.ino = self.header = None
         self.end = 0
 
-    def replaced(self):
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return self.fd is not None
-        return st.st_ino != self.ino
-
     def size(self):
         return os.fstat(self.fd).st_size
 
@@ -229,12 +222,18 @@ class Files:
             if not self._loaded:
                 self._load()
                 return
-            for log in self.logs:
-                if log.replaced():
+            sizes = []
+            for log in self.logs:    # one os.stat per log: replaced (compaction) or grown
+                try:
+                    st = os.stat(log.path)
+                except FileNotFoundError:
+                    st = None
+                if (st.st_ino if st else None) != log.ino:
                     self._load()
                     return
-            for log in self.logs:
-                if log.fd is not None and log.bad_at is None and log.size() > log.end:
+                sizes.append(st.st_size if st else 0)
+            for log, size in zip(self.logs, sizes):
+                if log.fd is not None and log.bad_at is None and size > log.end:
                     self._replay(log, log.end)
 
     def _reset(self):

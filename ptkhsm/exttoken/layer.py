@@ -25,6 +25,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 
 from .. import constants as C
 from .. import mechparams as P
@@ -32,7 +33,7 @@ from .. import schema
 from ..calls import LAYER_HANDLES
 from ..errors import CKRError
 from ..log import logger
-from .files import FAST, PRIVATE, PUBLIC, Files
+from .files import FAST, KIND_NAMES, PRIVATE, PUBLIC, Files
 
 SLOT = 0
 BASE = LAYER_HANDLES       # virtual handles: BASE + object id (the HSM's stay below)
@@ -57,11 +58,45 @@ REFUSED = {
 # sets CKA_EXTRACTABLE to TRUE"; pkcs11-tool always asks FALSE); an existing key brought in
 # (C_CopyObject, a CKM_WRAPKEY_* cryptogram restored) must already be extractable.
 UNEXTRACTABLE = "ExtToken wraps its objects: only extractable keys can be stored on slot 0"
+# ... and the code for it: CKR_KEY_UNEXTRACTABLE is in no list of the functions that bring a key
+# in; C_CopyObject's has CKR_ACTION_PROHIBITED, C_UnwrapKey's CKR_ATTRIBUTE_VALUE_INVALID (the
+# cryptogram's CKA_EXTRACTABLE FALSE, as in C_SetAttributeValue).
+UNEXTRACTABLE_RV = {"copy": C.CKR_ACTION_PROHIBITED, "unwrap": C.CKR_ATTRIBUTE_VALUE_INVALID}
 _KEEP_SECRET = (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)
 _PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9_42_DH_PARAMETER_GEN,
                   C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
 _RESTORING = (C.CKM_WRAPKEY_DES3_CBC, C.CKM_WRAPKEY_AES_KWP)
 _MISSING = object()
+# The layer's own work for a call (finding the external token, loading an object) answers the
+# application only with codes every function may return, or the call's own "bad handle" code;
+# anything else (an unwrap's CKR_UNWRAPPING_KEY_HANDLE_INVALID, the files' CKR_TOKEN_NOT_RECOGNIZED,
+# an OSError) is no answer to C_GetAttributeValue or C_FindObjectsInit: it is logged with its reason
+# and answered CKR_DEVICE_ERROR (PKCS#11 v2.40 §5.1's lists; the ABI fuzzer checks them).
+_PASSED = frozenset({C.CKR_DEVICE_ERROR, C.CKR_DEVICE_MEMORY, C.CKR_HOST_MEMORY, C.CKR_SESSION_HANDLE_INVALID,
+                     C.CKR_SESSION_CLOSED, C.CKR_CRYPTOKI_NOT_INITIALIZED})
+_QUIET = frozenset({C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED, C.CKR_CRYPTOKI_NOT_INITIALIZED})
+# What the HSM answers for a handle it does not know (a loaded copy it lost: fail-over, restart).
+_GONE = frozenset({C.CKR_OBJECT_HANDLE_INVALID, C.CKR_KEY_HANDLE_INVALID, C.CKR_WRAPPING_KEY_HANDLE_INVALID,
+                   C.CKR_UNWRAPPING_KEY_HANDLE_INVALID})
+
+
+def _edge(exc, what, error=None):
+    """A failure of the layer's own work -> what the application gets: the call's own "bad
+    handle" code, a code of _PASSED, or CKR_DEVICE_ERROR; logged unless it is the application's."""
+    if isinstance(exc, CKRError) and (exc.rv == error or exc.rv in _QUIET):
+        return exc
+    logger.error("ExtToken: %s: %s", what, exc)    # a failure of the module: shown by default
+    if isinstance(exc, CKRError) and exc.rv in _PASSED:
+        return exc
+    return CKRError(C.CKR_DEVICE_ERROR, f"ExtToken: {what}: {exc}")
+
+
+@contextmanager
+def _own_work(what, error=None):
+    try:
+        yield
+    except (CKRError, OSError) as exc:
+        raise _edge(exc, what, error) from None
 
 
 class _Token:
@@ -100,8 +135,8 @@ class ExtToken:
 
     def __getattr__(self, name):
         # Everything that never names a slot-0 object (slot and mechanism info, PINs,
-        # data steps of operations, random numbers) is the lower api's. Kept on the
-        # instance: the next call finds it without coming here (a short call's tenth).
+        # data steps of operations, random numbers) is the lower api's; kept, so that the
+        # next call finds it without coming here (C_Sign after C_SignInit, each time).
         method = getattr(self.lower, name)
         setattr(self, name, method)
         return method
@@ -200,15 +235,16 @@ class ExtToken:
             self._unload(oid)
 
     def login(self, handle, user_type, pin):
-        self.lower.login(handle, user_type, pin)
-        if self._ext(handle) and user_type in (C.CKU_USER, C.CKU_SO):
-            with self._lock:
-                self._user = user_type == C.CKU_USER
-                if self._user:
-                    try:   # the private master key is made once the user is there
-                        self._master(PRIVATE)
-                    except CKRError as exc:
-                        logger.warning("ExtToken: private master key not available: %s", exc)
+        if not self._ext(handle) or user_type not in (C.CKU_USER, C.CKU_SO):
+            return self.lower.login(handle, user_type, pin)
+        with self._lock:    # with C_Logout in another thread, _user must end as the HSM's state
+            self.lower.login(handle, user_type, pin)
+            self._user = user_type == C.CKU_USER
+            if self._user:
+                try:   # the private master key is made once the user is there
+                    self._master(PRIVATE)
+                except (CKRError, OSError) as exc:
+                    logger.warning("ExtToken: private master key not available: %s", exc)
 
     def logout(self, handle):
         if not self._ext(handle):
@@ -275,10 +311,12 @@ class ExtToken:
             os.close(lock)
         return self._token
 
-    def _find_or_make_master(self, kind):
+    def _find_or_make_master(self, kind, make=True):
         template = [(C.CKA_CLASS, C.CKO_SECRET_KEY), (C.CKA_TOKEN, True), (C.CKA_LABEL, LABEL),
                     (C.CKA_PRIVATE, kind == PRIVATE)]
         found = self._find_lower(self._loader, template)
+        if not found and not make:
+            raise CKRError(C.CKR_DEVICE_ERROR, f"slot 0's {KIND_NAMES[kind]} ExtToken master key is missing")
         if not found:
             mechanism, extra = MASTER_KEYS[self.master_kind]
             found = [self.lower.generate_key(self._loader, P.Mechanism(mechanism), template + list(extra) + [
@@ -298,7 +336,7 @@ class ExtToken:
     def _master(self, kind):
         token = self._setup()
         if token.masters[kind] is None:
-            if not self._user:
+            if kind == PRIVATE and not self._user:
                 raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user logged in")
             lock = self._setup_lock()
             try:
@@ -309,54 +347,150 @@ class ExtToken:
 
     # -- external objects: handles, loading, the cache ---------------------------------
     def _entry(self, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
-        files = self._setup().files
-        files.refresh()
+        token = self._token
+        if token is None:
+            with _own_work("the external token's files", error):
+                token = self._setup()
+        files = token.files
+        try:
+            files.refresh()
+        except (CKRError, OSError) as exc:
+            raise _edge(exc, "the external token's files", error) from None
         entry = files.index.get(handle - BASE)
         if entry is None or (entry.kind == PRIVATE and not self._user):
             raise CKRError(error, f"object {handle}")
         return entry
 
-    def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID):
-        """A handle the application gave -> the HSM's handle (loading an external object)."""
-        if handle < BASE or not self._ext(session):
-            return handle
-        return self._load(self._entry(handle, error))
+    def _hidden(self, handle):
+        """HSM objects an application cannot name on slot 0: the loaded copies (its handle is the
+        virtual one) and the external token's own objects (no sweep or stray handle may destroy
+        the master keys)."""
+        token = self._token
+        return handle in self._loaded or (token is not None and (
+            handle == token.data_object or handle in token.masters.values()))
 
-    def _mechanism(self, session, mechanism):
+    def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
+        """A handle the application gave -> the HSM's handle (loading an external object).
+        hits: collects the ids of the objects that were already loaded (see _with_loaded)."""
+        if not self._ext(session):
+            return handle
+        if handle < BASE:
+            if self._hidden(handle):
+                raise CKRError(error, f"object {handle}")
+            return handle
+        return self._load(self._entry(handle, error), error, hits)
+
+    def _mechanism(self, session, mechanism, hits=None):
         if P.kind_of(mechanism.type) == P.KEY_HANDLE and isinstance(mechanism.param, int):
-            return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID))
+            return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID, hits))
         return mechanism
 
-    def _load(self, entry):
+    def _with_loaded(self, session, call, refs, mechanism=None, probe=False):
+        """call([mechanism,] *HSM handles) for the application's [(handle, its error code)].
+
+        A loaded copy the HSM has lost (fail-over to another server, HA replay, a restart: session
+        objects do not survive them) answers "handle invalid": its cache entry is dropped, the
+        object loaded again and the call retried, once. probe: check the cached copies before the
+        call instead (for a call whose failure ends an operation, C_DigestKey)."""
+        for retry in (False, True):
+            hits = []
+            args = [self._resolve(session, handle, error, hits) for handle, error in refs]
+            if mechanism is not None:
+                args.insert(0, self._mechanism(session, mechanism, hits))
+            if probe and not retry and self._drop_stale(hits):
+                continue
+            try:
+                return call(*args)
+            except CKRError as exc:
+                if retry or probe or exc.rv not in _GONE or not self._drop_stale(hits):
+                    raise
+
+    def _drop_stale(self, oids):
+        """Unload the cached copies the HSM no longer has -> whether there was one."""
+        stale = False
+        for oid in oids:
+            cached = self._cache.get(oid)
+            if cached is None:
+                continue
+            try:
+                self.lower.get_attributes(self._loader, cached[1], [C.CKA_CLASS])
+            except CKRError as exc:
+                if exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                    self._reopen_loader()
+                    return True
+                if exc.rv not in _GONE:
+                    continue
+                logger.info("ExtToken: the HSM lost object %d's loaded copy; loading it again", oid)
+                self._unload(oid)
+                stale = True
+        return stale
+
+    def _reopen_loader(self):
+        """The HSM lost the loader session itself (a server restart): a new one, nothing loaded."""
+        logger.info("ExtToken: the HSM lost the loader session; opening another")
+        self._cache.clear()
+        self._loaded.clear()
+        self._loader = self.lower.open_session(SLOT, RW)
+
+    def _load(self, entry, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
         cached = self._cache.get(entry.oid)
         if cached is not None:
             if cached[0] == entry.offset:
                 self._cache.move_to_end(entry.oid)
+                if hits is not None:
+                    hits.append(entry.oid)
                 return cached[1]
             self._unload(entry.oid)            # rewritten since (by us or another process)
         if entry.damaged:
             raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken object {entry.oid}: its record is damaged; not loaded")
-        token = self._setup()
-        master = self._master(entry.kind)
-        cryptogram = token.files.cryptogram(entry)
-        try:
-            handle = self.lower.unwrap_key(self._loader, P.Mechanism(token.mechanisms[entry.kind]), master,
-                                           cryptogram, [(C.CKA_TOKEN, False)])
-        except CKRError as exc:
-            if exc.rv not in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
-                raise
-            logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
-                         entry.oid, token.files.logs[entry.kind].path)
-            raise CKRError(C.CKR_DEVICE_ERROR,
-                           f"ExtToken object {entry.oid}: its cryptogram does not verify; not loaded") from None
+        with _own_work(f"object {entry.oid} not loaded", error):
+            handle = self._unwrap(entry, error)
         self._cache[entry.oid] = (entry.offset, handle)
         self._loaded[handle] = entry.oid
         while len(self._cache) > self.max_loaded:
             self._unload(next(iter(self._cache)))
         return handle
 
+    def _unwrap(self, entry, error):
+        """The cryptogram of an entry unwrapped into the HSM (loader session) -> HSM handle."""
+        token = self._setup()
+        cryptogram = token.files.cryptogram(entry)
+        mechanism = P.Mechanism(token.mechanisms[entry.kind])
+        for retry in (False, True):
+            try:
+                return self.lower.unwrap_key(self._loader, mechanism, self._master(entry.kind), cryptogram,
+                                             [(C.CKA_TOKEN, False)])
+            except CKRError as exc:
+                if exc.rv in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
+                    logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
+                                 entry.oid, token.files.logs[entry.kind].path)
+                    raise CKRError(C.CKR_DEVICE_ERROR,
+                                   f"ExtToken object {entry.oid}: its cryptogram does not verify; not loaded") from None
+                if retry:
+                    raise
+                if exc.rv == C.CKR_UNWRAPPING_KEY_HANDLE_INVALID:
+                    # The master key is out of sight: the user was logged out underneath (then the
+                    # object is invisible too), or the HSM's handle changed: find it again.
+                    token.masters[entry.kind] = None
+                    if entry.kind == PRIVATE and not self._logged_in():
+                        self._user = False
+                        raise CKRError(error, f"ExtToken object {entry.oid}: the user is not logged in") from None
+                    # found again, never made anew: a new key could not read the files
+                    token.masters[entry.kind] = self._find_or_make_master(entry.kind, make=False)
+                elif exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                    self._reopen_loader()
+                else:
+                    raise
+
+    def _logged_in(self):
+        state = self.lower.session_info(self._loader)[1]
+        return state in (C.CKS_RO_USER_FUNCTIONS, C.CKS_RW_USER_FUNCTIONS)
+
     def _unload(self, oid):
-        _, handle = self._cache.pop(oid)
+        cached = self._cache.pop(oid, None)
+        if cached is None:
+            return
+        handle = cached[1]
         del self._loaded[handle]
         if self._loader is not None:
             try:
@@ -398,15 +532,21 @@ class ExtToken:
         out = [(t, v) for t, v in template if t != C.CKA_TOKEN] + [(C.CKA_TOKEN, False)]
         if cls in _KEEP_SECRET:
             out = [(t, v) for t, v in out if t != C.CKA_EXTRACTABLE] + [(C.CKA_EXTRACTABLE, True)]
-        return out
+        # CKA_EXPORTABLE FALSE is kept by the layer, in the record (see _store)
+        return [(t, v) for t, v in out if t != C.CKA_EXPORTABLE or v]
 
-    def _external(self, session, make, specs):
+    @staticmethod
+    def _unexportable(template):
+        return any(t == C.CKA_EXPORTABLE and not v for t, v in template)
+
+    def _external(self, session, make, specs, source="unwrap", exportable=True):
         """Make objects, storing those marked external. specs: [(template, class or None, external)];
         make(session, templates) -> HSM handles. All external: made in a session of our own, closed
         after (so nothing is left behind); else in the caller's, the external ones destroyed after."""
         with self._lock:
             self._check_rw(session)
-            self._setup()
+            with _own_work("the external token's files"):
+                self._setup()
             templates = [self._as_session_template(t, cls) if ext else list(t) for t, cls, ext in specs]
             every = all(ext for *_, ext in specs)
             target = self.lower.open_session(SLOT, RW) if every else session
@@ -414,9 +554,10 @@ class ExtToken:
             try:
                 handles = list(make(target, templates))
                 out = []
-                for handle, (*_, ext) in zip(handles, specs):
+                for handle, (spec_template, _, ext) in zip(handles, specs):
                     if ext:
-                        stored.append(self._store(handle))
+                        stored.append(self._store(handle, source=source, exportable=exportable and not
+                                                  self._unexportable(spec_template)))
                         out.append(stored[-1])
                     else:
                         out.append(handle)
@@ -436,10 +577,15 @@ class ExtToken:
                 if every:
                     self.lower.close_session(target)
 
-    def _store(self, handle, oid=None):
-        """Wrap an HSM object under its master key and append it -> virtual handle."""
+    def _store(self, handle, oid=None, source="unwrap", exportable=True):
+        """Wrap an HSM object under its master key and append it -> virtual handle.
+
+        CKA_EXPORTABLE FALSE (PTK-C: the key cannot be wrapped out of the token) is kept in the
+        record's index attributes, not in the HSM's copy: that one must stay wrappable by the master
+        key (for C_SetAttributeValue's rewrite), and only the layer can name it (_hidden); the
+        layer refuses C_WrapKey of the object and gives its copies CKA_EXPORTABLE FALSE."""
         token = self._token
-        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID)
+        types = FAST + (C.CKA_EXTRACTABLE, C.CKA_TRUSTED, C.CKA_UNIQUE_ID, C.CKA_EXPORTABLE)
         values = dict(zip(types, self.lower.get_attributes(self._loader, handle, list(types))))
         meta = {t: values[t] for t in FAST if not isinstance(values[t], CKRError)}
         # The object keeps the identity it was made with: each load and rewrite makes a new
@@ -447,9 +593,16 @@ class ExtToken:
         earlier = token.files.index.get(oid) if oid is not None else None
         meta[C.CKA_UNIQUE_ID] = (earlier.meta if earlier else {}).get(C.CKA_UNIQUE_ID, values[C.CKA_UNIQUE_ID])
         if meta.get(C.CKA_CLASS) in _KEEP_SECRET and values[C.CKA_EXTRACTABLE] is not True:
-            raise CKRError(C.CKR_KEY_UNEXTRACTABLE, UNEXTRACTABLE)
+            raise CKRError(UNEXTRACTABLE_RV[source], UNEXTRACTABLE)
         if values[C.CKA_TRUSTED] is True:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "external objects cannot be trusted")
+        if values[C.CKA_EXPORTABLE] is False:    # an unexportable key of the HSM brought in
+            raise CKRError(UNEXTRACTABLE_RV[source], "ExtToken wraps its objects: a key with CKA_EXPORTABLE "
+                                                     "FALSE in the HSM cannot be stored on slot 0")
+        if not exportable or (earlier is not None and earlier.meta.get(C.CKA_EXPORTABLE) is False):
+            if meta.get(C.CKA_CLASS) not in _KEEP_SECRET:
+                raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, "CKA_EXPORTABLE is an attribute of keys")
+            meta[C.CKA_EXPORTABLE] = False
         kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
         master = self._master(kind)
         cryptogram = self.lower.wrap_key(self._loader, P.Mechanism(token.mechanisms[kind]), master, handle)
@@ -483,20 +636,25 @@ class ExtToken:
         if not self._ext(session):
             return self.lower.copy_object(session, obj_handle, template)
         with self._lock:
-            source = self._resolve(session, obj_handle)
-            from_token = obj_handle >= BASE or self.lower.get_attributes(session, source, [C.CKA_TOKEN])[0] is True
+            source = [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)]
+            from_token = obj_handle >= BASE or self.lower.get_attributes(
+                session, self._resolve(session, obj_handle), [C.CKA_TOKEN])[0] is True
+            exportable = obj_handle < BASE or self._entry(obj_handle).meta.get(C.CKA_EXPORTABLE) is not False
             if dict(template).get(C.CKA_TOKEN, from_token) is not True:
-                return self.lower.copy_object(session, source, template)
-            return self._external(session, lambda s, ts: [self.lower.copy_object(s, self._resolve(
-                session, obj_handle), ts[0])], [(template, None, True)])[0]
+                if not exportable:     # the copy of an unexportable key is one too
+                    template = [(t, v) for t, v in template if t != C.CKA_EXPORTABLE] + [(C.CKA_EXPORTABLE, False)]
+                return self._with_loaded(session, lambda h: self.lower.copy_object(session, h, template), source)
+            return self._external(session, lambda s, ts: [self._with_loaded(
+                session, lambda h: self.lower.copy_object(s, h, ts[0]), source)], [(template, None, True)], "copy",
+                exportable)[0]
 
     def derive_key(self, session, mechanism, base_handle, template):
         if not self._ext(session):
             return self.lower.derive_key(session, mechanism, base_handle, template)
         with self._lock:
             def derive(s, ts):
-                return [self.lower.derive_key(s, self._mechanism(session, mechanism),
-                                              self._resolve(session, base_handle, C.CKR_KEY_HANDLE_INVALID), ts[0])]
+                return [self._with_loaded(session, lambda m, h: self.lower.derive_key(s, m, h, ts[0]),
+                                          [(base_handle, C.CKR_KEY_HANDLE_INVALID)], mechanism)]
             if dict(template).get(C.CKA_TOKEN) is not True:
                 return derive(session, [template])[0]
             return self._external(session, derive, [(template, C.CKO_SECRET_KEY, True)])[0]
@@ -506,8 +664,8 @@ class ExtToken:
             return self.lower.unwrap_key(session, mechanism, unwrapping_handle, wrapped, template)
         with self._lock:
             def unwrap(s, ts):
-                key = self._resolve(session, unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
-                return [self.lower.unwrap_key(s, mechanism, key, wrapped, ts[0])]
+                return [self._with_loaded(session, lambda k: self.lower.unwrap_key(s, mechanism, k, wrapped, ts[0]),
+                                          [(unwrapping_handle, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)])]
             token = dict(template).get(C.CKA_TOKEN)
             if token is True:
                 return self._external(session, unwrap, [(template, dict(template).get(C.CKA_CLASS), True)])[0]
@@ -524,7 +682,7 @@ class ExtToken:
     # -- changing, destroying, reading -----------------------------------------------
     def destroy_object(self, session, obj_handle):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.destroy_object(session, obj_handle)
+            return self.lower.destroy_object(session, self._resolve(session, obj_handle))
         with self._lock:
             entry = self._entry(obj_handle)
             self._check_rw(session)
@@ -534,7 +692,7 @@ class ExtToken:
 
     def set_attributes(self, session, obj_handle, template):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.set_attributes(session, obj_handle, template)
+            return self.lower.set_attributes(session, self._resolve(session, obj_handle), template)
         _refuse(template)
         if any(t == C.CKA_EXTRACTABLE and not v for t, v in template):
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"CKA_EXTRACTABLE=FALSE on slot 0: {UNEXTRACTABLE}")
@@ -545,13 +703,17 @@ class ExtToken:
                     raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_TOKEN cannot be changed")
                 continue
             changes.append((attr_type, value))
+        exportable = not self._unexportable(changes)
+        changes = [(t, v) for t, v in changes if t != C.CKA_EXPORTABLE or v]    # FALSE: kept by _store
         with self._lock:
             entry = self._entry(obj_handle)
             self._check_rw(session)
-            handle = self._load(entry)
+            if entry.meta.get(C.CKA_EXPORTABLE) is False and any(t == C.CKA_EXPORTABLE for t, _ in changes):
+                raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_EXPORTABLE can only become FALSE")
             try:
-                self.lower.set_attributes(session, handle, changes)
-                self._store(handle, entry.oid)
+                handle = self._with_loaded(session, lambda h: self.lower.set_attributes(session, h, changes) or h,
+                                           [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
+                self._store(handle, entry.oid, exportable=exportable)
                 self._cache[entry.oid] = (self._token.files.index[entry.oid].offset, handle)
             except BaseException:
                 self._unload(entry.oid)     # the loaded copy may be ahead of the file
@@ -559,19 +721,24 @@ class ExtToken:
 
     def get_attributes(self, session, obj_handle, types):
         if obj_handle < BASE or not self._ext(session):
-            return self.lower.get_attributes(session, obj_handle, types)
+            return self.lower.get_attributes(session, self._resolve(session, obj_handle), types)
         with self._lock:
             entry = self._entry(obj_handle)
             if all(t == C.CKA_TOKEN or t in entry.meta for t in types):
                 return [True if t == C.CKA_TOKEN else entry.meta[t] for t in types]
-            out = self.lower.get_attributes(session, self._load(entry), types)
+            out = self._with_loaded(session, lambda h: self.lower.get_attributes(session, h, types),
+                                    [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
         own = {C.CKA_TOKEN: True, C.CKA_UNIQUE_ID: entry.meta.get(C.CKA_UNIQUE_ID)}
-        return [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
-                for t, v in zip(types, out)]
+        out = [own[t] if t in own and own[t] is not None and not isinstance(v, CKRError) else v
+               for t, v in zip(types, out)]
+        if entry.meta.get(C.CKA_EXPORTABLE) is False:    # the record's, not the loaded copy's
+            out = [False if t == C.CKA_EXPORTABLE else v for t, v in zip(types, out)]
+        return out
 
     def object_size(self, session, obj_handle):
         with self._lock:
-            return self.lower.object_size(session, self._resolve(session, obj_handle))
+            return self._with_loaded(session, lambda h: self.lower.object_size(session, h),
+                                     [(obj_handle, C.CKR_OBJECT_HANDLE_INVALID)])
 
     # -- finding ---------------------------------------------------------------------
     def find_init(self, session, template):
@@ -581,17 +748,18 @@ class ExtToken:
         with self._lock:
             if session in self._finds:
                 raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
-            token = self._setup()
-            found = [h for h in self._find_lower(session, template) if h not in self._internal()]
+            with _own_work("the external token's files"):
+                files = self._setup().files
+                files.refresh()
+            internal = self._internal()
+            found = [h for h in self._find_lower(session, template) if h not in internal]
             wanted = dict(template)
             if wanted.get(C.CKA_TOKEN, True) is True:
-                files = token.files
-                files.refresh()
                 # Public objects first, then private ones, each in creation order: the HSM's order.
                 entries = sorted((files.index[oid] for oid in files.candidates(wanted)),
                                  key=lambda e: (e.kind, e.oid))
                 for entry in entries:
-                    if (entry.kind == PUBLIC or self._user) and self._matches(entry, template):
+                    if (entry.kind == PUBLIC or self._user) and self._matches(session, entry, template):
                         found.append(BASE + entry.oid)
             self._finds[session] = iter(found)
 
@@ -603,13 +771,13 @@ class ExtToken:
             return ()
         return {token.data_object, *token.masters.values()}
 
-    def _matches(self, entry, template):
+    def _matches(self, session, entry, template):
         slow = []
         for attr_type, value in template:
             if attr_type == C.CKA_TOKEN:
                 if value is not True:
                     return False
-            elif attr_type in FAST:
+            elif attr_type in FAST or attr_type in entry.meta:
                 if entry.meta.get(attr_type, _MISSING) != value:
                     return False
             else:
@@ -617,11 +785,11 @@ class ExtToken:
         if not slow:
             return True
         try:
-            handle = self._load(entry)
+            values = self._with_loaded(session, lambda h: self.lower.get_attributes(
+                self._loader, h, [t for t, _ in slow]), [(BASE + entry.oid, C.CKR_OBJECT_HANDLE_INVALID)])
         except CKRError as exc:
             logger.warning("ExtToken: find skips object %d: %s", entry.oid, exc)
             return False
-        values = self.lower.get_attributes(self._loader, handle, [t for t, _ in slow])
         return all(not isinstance(v, CKRError) and v == want for v, (_, want) in zip(values, slow))
 
     def find(self, session, max_count):
@@ -643,19 +811,21 @@ class ExtToken:
     def digest_key(self, session, key):
         with self._lock:
             try:
-                key = self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID)
+                return self._with_loaded(session, lambda k: self.lower.digest_key(session, k),
+                                         [(key, C.CKR_KEY_HANDLE_INVALID)], probe=True)
             except CKRError:
-                # a failed step ends the digest, as it would in the HSM (PKCS#11 §5.2)
+                # a failed step ends the digest, as it does in the HSM (PKCS#11 §5.2)
                 self.lower.cancel(session, C.CKF_DIGEST)
                 raise
-            return self.lower.digest_key(session, key)
 
     def wrap_key(self, session, mechanism, wrapping_handle, key_handle):
         with self._lock:
-            return self.lower.wrap_key(
-                session, self._mechanism(session, mechanism),
-                self._resolve(session, wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
-                self._resolve(session, key_handle, C.CKR_KEY_HANDLE_INVALID))
+            if key_handle >= BASE and self._ext(session) and \
+                    self._entry(key_handle, C.CKR_KEY_HANDLE_INVALID).meta.get(C.CKA_EXPORTABLE) is False:
+                raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "the key's CKA_EXPORTABLE is FALSE: it cannot be wrapped")
+            return self._with_loaded(session, lambda m, w, k: self.lower.wrap_key(session, m, w, k),
+                                     [(wrapping_handle, C.CKR_WRAPPING_KEY_HANDLE_INVALID),
+                                      (key_handle, C.CKR_KEY_HANDLE_INVALID)], mechanism)
 
 
 def _keyed_init(name):
@@ -663,8 +833,8 @@ def _keyed_init(name):
         if not self._ext(session):
             return getattr(self.lower, name)(session, mechanism, key)
         with self._lock:
-            return getattr(self.lower, name)(session, self._mechanism(session, mechanism),
-                                             self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+            return self._with_loaded(session, lambda m, k: getattr(self.lower, name)(session, m, k),
+                                     [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
     init.__name__ = name
     return init
 

@@ -123,6 +123,8 @@ def wrap(mechanism, wrapping_key, key):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, f"{name(row.ckm)} does not wrap this class of key")
     if cls in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY) and not attrs.get(C.CKA_EXTRACTABLE):
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key is not extractable")
+    if attrs.get(C.CKA_EXPORTABLE) is False:   # PTK-C: the key never leaves the token (docs/exttoken.md)
+        raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "the key's CKA_EXPORTABLE is FALSE: it cannot be wrapped")
     if attrs.get(C.CKA_WRAP_WITH_TRUSTED) and not wrapping_key.attrs.get(C.CKA_TRUSTED):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped with a trusted key")
     for attr_type, value in wrapping_key.attrs.get(C.CKA_WRAP_TEMPLATE, ()):

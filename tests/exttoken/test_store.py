@@ -134,7 +134,7 @@ def test_importing_an_unextractable_key_is_refused():
     locked = aes_key(api, s, b"locked", token=False, EXTRACTABLE=False)
     with pytest.raises(CKRError) as err:
         api.copy_object(s, locked, [(C.CKA_TOKEN, True)])
-    assert err.value.rv == C.CKR_KEY_UNEXTRACTABLE
+    assert err.value.rv == C.CKR_ACTION_PROHIBITED   # the spec list of C_CopyObject (fuzz seed 40)
     assert find(api, s, [(C.CKA_LABEL, b"locked"), (C.CKA_TOKEN, True)]) == []
     lib.finalize()
 
@@ -279,7 +279,7 @@ def test_files_of_another_token_are_a_clear_error():
     s = lib.api.open_session(0, RW)
     with pytest.raises(CKRError) as err:
         find(lib.api, s, [(C.CKA_LABEL, b"x")])
-    assert err.value.rv == C.CKR_TOKEN_NOT_RECOGNIZED and "another token" in str(err.value)
+    assert err.value.rv == C.CKR_DEVICE_ERROR and "another token" in str(err.value)   # logged too
     lib.finalize()
 
 
@@ -552,4 +552,55 @@ def test_disabled_slot_0_is_an_ordinary_token():
     key = aes_key(api, s, b"plain", EXTRACTABLE=False)
     assert key < BASE and api.get_attributes(s, key, [C.CKA_EXTRACTABLE]) == [False]
     assert not os.path.exists(os.path.join(datapath, "exttoken"))
+    lib.finalize()
+
+
+def _wrap_rv(api, s, kek, key):
+    try:
+        api.wrap_key(s, Mechanism(C.CKM_AES_KEY_WRAP), kek, key)
+        return C.CKR_OK
+    except CKRError as exc:
+        return exc.rv
+
+
+def test_exportable_false_forbids_wrapping_the_key_out():
+    """PTK-C's CKA_EXPORTABLE: FALSE (it can only become FALSE) and the key is never wrapped,
+    whatever its CKA_EXTRACTABLE; on slot 0 too, where the layer keeps the flag in the record."""
+    datapath, lib = fresh()
+    api = lib.api
+    api.init_token(1, b"12345678", b"one".ljust(32))
+    s1 = api.open_session(1, RW)
+    api.login(s1, C.CKU_SO, b"12345678")
+    api.init_pin(s1, USER_PIN)
+    api.logout(s1)
+    api.login(s1, C.CKU_USER, USER_PIN)
+    for s in (s1, user_session(api)):
+        kek = aes_key(api, s, b"kek", bytes(range(16)), token=False, WRAP=True)
+        kept = aes_key(api, s, b"kept", bytes(16), EXPORTABLE=False, SIGN=True, EXTRACTABLE=True)
+        free = aes_key(api, s, b"free", bytes(16), SIGN=True, EXTRACTABLE=True)
+        assert api.get_attributes(s, kept, [C.CKA_EXPORTABLE, C.CKA_EXTRACTABLE]) == [False, True]
+        assert _wrap_rv(api, s, kek, kept) == C.CKR_KEY_UNEXTRACTABLE
+        assert _wrap_rv(api, s, kek, free) == C.CKR_OK
+        api.sign_init(s, Mechanism(C.CKM_AES_CMAC), kept)            # it is used as any key
+        assert len(api.sign(s, b"x", 16)) == 16
+        with pytest.raises(CKRError) as err:
+            api.set_attributes(s, kept, [(C.CKA_EXPORTABLE, True)])
+        assert err.value.rv == C.CKR_ATTRIBUTE_READ_ONLY
+        api.set_attributes(s, kept, [(C.CKA_LABEL, b"kept2")])       # a rewrite keeps it
+        api.set_attributes(s, free, [(C.CKA_EXPORTABLE, False)])     # TRUE -> FALSE is allowed
+        assert _wrap_rv(api, s, kek, free) == C.CKR_KEY_UNEXTRACTABLE
+        for token in (False, True):                                   # its copies are unexportable
+            copy = api.copy_object(s, kept, [(C.CKA_TOKEN, token)])
+            assert api.get_attributes(s, copy, [C.CKA_EXPORTABLE]) == [False]
+            assert _wrap_rv(api, s, kek, copy) == C.CKR_KEY_UNEXTRACTABLE
+        assert kept in find(api, s, [(C.CKA_EXPORTABLE, False), (C.CKA_LABEL, b"kept2")])
+        assert find(api, s, [(C.CKA_EXPORTABLE, True), (C.CKA_LABEL, b"kept2")]) == []
+    lib.finalize()
+    lib = library(datapath)                                           # and after a restart
+    api = lib.api
+    s = user_session(api)
+    kek = aes_key(api, s, b"kek", bytes(range(16)), token=False, WRAP=True)
+    kept = find(api, s, [(C.CKA_LABEL, b"kept2"), (C.CKA_TOKEN, True)])[0]
+    assert api.get_attributes(s, kept, [C.CKA_EXPORTABLE, C.CKA_EXTRACTABLE]) == [False, True]
+    assert _wrap_rv(api, s, kek, kept) == C.CKR_KEY_UNEXTRACTABLE
     lib.finalize()

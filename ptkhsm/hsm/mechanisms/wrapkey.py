@@ -119,7 +119,14 @@ def _raw(attr_type, value):
     return schema.encode(attr_type, value)
 
 
+# Decoding whole objects is ExtToken's cold load, and most attributes are CK_BBOOLs: those are
+# decoded here without schema.decode's dispatch (its rule: one byte, non-zero is TRUE).
+_BOOLS = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind == schema.BOOL)
+
+
 def _value(attr_type, raw):
+    if attr_type in _BOOLS and len(raw) == 1:
+        return raw[0] != 0
     if schema.kind_of(attr_type) == schema.TEMPLATE:
         entries = decode_attributes(raw)
         if any(r is None for _, r in entries):
