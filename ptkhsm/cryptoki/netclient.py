@@ -93,16 +93,25 @@ class NetClient:
 
     # -- connections -------------------------------------------------------------------
     def _connect(self):
-        """Connect to the first server that answers, starting after the current one."""
+        """Connect to the first server that answers, starting after the current one.
+
+        HA: a server lost less than ET_PTKC_HA_RECOVER_DELAY ago is tried only after every
+        other (the delay spares a recovery the time-out of a server that is still down; it
+        must not fail an application whose one live server came back early), and with a
+        delay of 0 a lost server is never tried again."""
         failures = []
         start = 0 if self._index is None else self._index + 1
+        order = [(start + i) % len(self.servers) for i in range(len(self.servers))]
         now = time.monotonic()
-        for i in range(len(self.servers)):
-            index = (start + i) % len(self.servers)
-            lost = self._failed.get(index)
-            if lost is not None and self.ha and (not self.recover_delay or now - lost < self.recover_delay):
-                failures.append(f"{self.servers[index]}: lost, not retried yet")
-                continue
+        if self.ha:
+            lost = [i for i in order if i in self._failed]
+            if not self.recover_delay:
+                failures += [f"{self.servers[i]}: lost, never retried (ET_PTKC_HA_RECOVER_DELAY=0)" for i in lost]
+                order = [i for i in order if i not in lost]
+            else:
+                resting = [i for i in lost if now - self._failed[i] < self.recover_delay]
+                order = [i for i in order if i not in resting] + resting
+        for index in order:
             try:
                 channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout)
             except CKRError as exc:
