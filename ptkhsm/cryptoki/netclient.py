@@ -133,14 +133,15 @@ class NetClient:
 
     def channel(self):
         """The connection for calls without a session: a lost server is replaced."""
-        with self._lock:
-            if self._channel.broken is not None and (self.reconnect or self.ha):
+        channel = self._channel
+        if channel.broken is not None and (self.reconnect or self.ha):  # the lock only then
+            with self._lock:
                 if self.ha:
                     self._recover(self._generation)
-                else:
+                elif self._channel is channel:  # no other thread replaced it meanwhile
                     self._failed[self._index] = time.monotonic()
                     self._connect()
-            return self._channel
+        return self._channel
 
     def session(self, handle):
         vs = self._sessions.get(handle)
@@ -332,10 +333,12 @@ class NetClient:
                 if exc.rv != C.CKR_DEVICE_REMOVED or attempt or not self.ha:
                     raise
                 self._recover(generation)
-        with self._lock:
-            handle = self._handles()
-            server = server_handle if self.ha else (channel, server_handle)
-            self._sessions[handle] = VSession(handle, slot_id, flags, server)
+        # No lock: a call nested here by a finalizer must not wait for one its thread holds
+        # while another thread's nested call waits for this thread's reply (dict and counter
+        # steps are atomic).
+        handle = self._handles()
+        server = server_handle if self.ha else (channel, server_handle)
+        self._sessions[handle] = VSession(handle, slot_id, flags, server)
         return handle
 
     def close_session(self, handle):
@@ -346,12 +349,12 @@ class NetClient:
             self._forget(vs)
 
     def _forget(self, vs):
-        with self._lock:
-            self._sessions.pop(vs.handle, None)
-            for virtual in [v for v, o in self._objects.items() if o.session == vs.handle]:
-                del self._objects[virtual]
-            if not any(s.slot == vs.slot for s in self._sessions.values()):
-                self._logins.pop(vs.slot, None)  # the last session's close logs out
+        self._sessions.pop(vs.handle, None)  # no lock, as in open_session
+        for virtual, obj in list(self._objects.items()):
+            if obj.session == vs.handle:
+                self._objects.pop(virtual, None)
+        if not any(s.slot == vs.slot for s in list(self._sessions.values())):
+            self._logins.pop(vs.slot, None)  # the last session's close logs out
 
     def close_all_sessions(self, slot_id):
         self._invoke(BY_NAME["close_all_sessions"], (slot_id,))
