@@ -284,10 +284,10 @@ class NetClient:
         def run(name, *args):
             return channel.call(BY_NAME[name], args)
 
-        for vs in self._sessions.values():
+        for vs in list(self._sessions.values()):  # a finalizer may close one meanwhile
             vs.server = run("open_session", vs.slot, vs.flags)
-        for slot, (user_type, pin) in self._logins.items():
-            anyone = next((vs for vs in self._sessions.values() if vs.slot == slot), None)
+        for slot, (user_type, pin) in list(self._logins.items()):
+            anyone = next((vs for vs in list(self._sessions.values()) if vs.slot == slot), None)
             if anyone is not None:
                 run("login", anyone.server, user_type, pin)
         for virtual, obj in list(self._objects.items()):
@@ -300,7 +300,7 @@ class NetClient:
                 continue
             obj.server = channel.call(BY_NAME[name], self._server_args(BY_NAME[name], args, vs))
             self._virtual[obj.server] = virtual
-        for vs in self._sessions.values():
+        for vs in list(self._sessions.values()):
             if vs.find is not None:
                 template, returned, rest = vs.find
                 if rest is None:
@@ -358,7 +358,7 @@ class NetClient:
 
     def close_all_sessions(self, slot_id):
         self._invoke(BY_NAME["close_all_sessions"], (slot_id,))
-        for vs in [s for s in self._sessions.values() if s.slot == slot_id]:
+        for vs in [s for s in list(self._sessions.values()) if s.slot == slot_id]:
             self._forget(vs)
 
     def find(self, handle, max_count):
@@ -384,7 +384,7 @@ class NetClient:
         self._channel.send_only(BY_NAME["finalize"], ())
         self._channel.close()
         if not self.ha:
-            for vs in self._sessions.values():
+            for vs in list(self._sessions.values()):
                 vs.server[0].close()
         self._sessions.clear()
         self._objects.clear()

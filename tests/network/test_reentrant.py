@@ -175,3 +175,22 @@ def test_nested_calls_while_other_threads_read(api):
     assert not any(thread.is_alive() for thread in threads)
     assert not failures, failures
     assert len(nester.results) > 50 and set(nester.results) == {C.CKS_RW_PUBLIC_SESSION}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_python_pkcs11_finalizers_run_by_the_collector_mid_call(tmp_path, transport):
+    """The real thing: python-pkcs11's own finalizers, run by the collector inside the
+    library's calls (gc_app.py; a few of its 25 collections land there)."""
+    import subprocess
+    from pathlib import Path
+
+    from conftest import MODULE, USER_PIN, init_token
+    with Server(tmp_path / "data", transport) as server:
+        env = server.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="gc", PKCS11_TOKEN_PIN=USER_PIN,
+                         ET_PTKC_EXTTOKEN_ENABLE="0", ET_HSM_NETCLIENT_REPLY_TIMEOUT="10")
+        init_token(env, label="gc")
+        run = subprocess.run([sys.executable, str(Path(__file__).with_name("gc_app.py"))], env=env,
+                             capture_output=True, text=True, timeout=300)
+        words = run.stdout.split()
+        assert run.returncode == 0 and words[:2] == ["ok", "25"], run.stdout + run.stderr
+        assert int(words[3]) > 0, run.stdout  # some finalizers did run nested in the library's calls
