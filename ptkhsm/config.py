@@ -102,7 +102,7 @@ ITEMS = {item.name: item for item in [
     Item("ET_PTKC_GENERAL_LIBRARY_MODE", "NORMAL", lambda n, t: _library_mode(n, t),
          "NORMAL, or HA: sessions survive the loss of their server (docs/network.md)"),
     Item("ET_PTKC_HA_RECOVER_DELAY", 1.0, lambda n, t: _minutes(n, t),
-         "HA: minutes before a lost server is tried again (0: never; fractions allowed)"),
+         "HA: minutes a lost server rests: tried only after every other one (0: never again; fractions allowed)"),
     Item("ET_PTKC_HA_RECOVER_WAIT", False, _bool,
          "HA: when no server answers, wait (up to the reply time-out) instead of failing at once"),
     Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),

@@ -95,16 +95,25 @@ class NetClient:
 
     # -- connections -------------------------------------------------------------------
     def _connect(self):
-        """Connect to the first server that answers, starting after the current one."""
+        """Connect to the first server that answers, starting after the current one.
+
+        HA: a server lost less than ET_PTKC_HA_RECOVER_DELAY ago is tried only after every
+        other (the delay spares a recovery the time-out of a server that is still down; it
+        must not fail an application whose one live server came back early), and with a
+        delay of 0 a lost server is never tried again."""
         failures = []
         start = 0 if self._index is None else self._index + 1
+        order = [(start + i) % len(self.servers) for i in range(len(self.servers))]
         now = time.monotonic()
-        for i in range(len(self.servers)):
-            index = (start + i) % len(self.servers)
-            lost = self._failed.get(index)
-            if lost is not None and self.ha and (not self.recover_delay or now - lost < self.recover_delay):
-                failures.append(f"{self.servers[index]}: lost, not retried yet")
-                continue
+        if self.ha:
+            lost = [i for i in order if i in self._failed]
+            if not self.recover_delay:
+                failures += [f"{self.servers[i]}: lost, never retried (ET_PTKC_HA_RECOVER_DELAY=0)" for i in lost]
+                order = [i for i in order if i not in lost]
+            else:
+                resting = [i for i in lost if now - self._failed[i] < self.recover_delay]
+                order = [i for i in order if i not in resting] + resting
+        for index in order:
             try:
                 channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout, self.sms)
             except CKRError as exc:
@@ -128,14 +137,15 @@ class NetClient:
 
     def channel(self):
         """The connection for calls without a session: a lost server is replaced."""
-        with self._lock:
-            if self._channel.broken is not None and (self.reconnect or self.ha):
+        channel = self._channel
+        if channel.broken is not None and (self.reconnect or self.ha):  # the lock only then
+            with self._lock:
                 if self.ha:
                     self._recover(self._generation)
-                else:
+                elif self._channel is channel:  # no other thread replaced it meanwhile
                     self._failed[self._index] = time.monotonic()
                     self._connect()
-            return self._channel
+        return self._channel
 
     @property
     def sms_link(self):
@@ -283,10 +293,10 @@ class NetClient:
         def run(name, *args):
             return channel.call(BY_NAME[name], args)
 
-        for vs in self._sessions.values():
+        for vs in list(self._sessions.values()):  # a finalizer may close one meanwhile
             vs.server = run("open_session", vs.slot, vs.flags)
-        for slot, (user_type, pin) in self._logins.items():
-            anyone = next((vs for vs in self._sessions.values() if vs.slot == slot), None)
+        for slot, (user_type, pin) in list(self._logins.items()):
+            anyone = next((vs for vs in list(self._sessions.values()) if vs.slot == slot), None)
             if anyone is not None:
                 run("login", anyone.server, user_type, pin)
         for virtual, obj in list(self._objects.items()):
@@ -299,7 +309,7 @@ class NetClient:
                 continue
             obj.server = channel.call(BY_NAME[name], self._server_args(BY_NAME[name], args, vs))
             self._virtual[obj.server] = virtual
-        for vs in self._sessions.values():
+        for vs in list(self._sessions.values()):
             if vs.find is not None:
                 template, returned, rest = vs.find
                 if rest is None:
@@ -332,10 +342,12 @@ class NetClient:
                 if exc.rv != C.CKR_DEVICE_REMOVED or attempt or not self.ha:
                     raise
                 self._recover(generation)
-        with self._lock:
-            handle = self._handles()
-            server = server_handle if self.ha else (channel, server_handle)
-            self._sessions[handle] = VSession(handle, slot_id, flags, server)
+        # No lock: a call nested here by a finalizer must not wait for one its thread holds
+        # while another thread's nested call waits for this thread's reply (dict and counter
+        # steps are atomic).
+        handle = self._handles()
+        server = server_handle if self.ha else (channel, server_handle)
+        self._sessions[handle] = VSession(handle, slot_id, flags, server)
         return handle
 
     def close_session(self, handle):
@@ -346,16 +358,16 @@ class NetClient:
             self._forget(vs)
 
     def _forget(self, vs):
-        with self._lock:
-            self._sessions.pop(vs.handle, None)
-            for virtual in [v for v, o in self._objects.items() if o.session == vs.handle]:
-                del self._objects[virtual]
-            if not any(s.slot == vs.slot for s in self._sessions.values()):
-                self._logins.pop(vs.slot, None)  # the last session's close logs out
+        self._sessions.pop(vs.handle, None)  # no lock, as in open_session
+        for virtual, obj in list(self._objects.items()):
+            if obj.session == vs.handle:
+                self._objects.pop(virtual, None)
+        if not any(s.slot == vs.slot for s in list(self._sessions.values())):
+            self._logins.pop(vs.slot, None)  # the last session's close logs out
 
     def close_all_sessions(self, slot_id):
         self._invoke(BY_NAME["close_all_sessions"], (slot_id,))
-        for vs in [s for s in self._sessions.values() if s.slot == slot_id]:
+        for vs in [s for s in list(self._sessions.values()) if s.slot == slot_id]:
             self._forget(vs)
 
     def find(self, handle, max_count):
@@ -381,7 +393,7 @@ class NetClient:
         self._channel.send_only(BY_NAME["finalize"], ())
         self._channel.close()
         if not self.ha:
-            for vs in self._sessions.values():
+            for vs in list(self._sessions.values()):
                 vs.server[0].close()
         self._sessions.clear()
         self._objects.clear()

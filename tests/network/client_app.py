@@ -7,6 +7,7 @@ several client processes on one server. Each command answers one line:
   session-object L  create a session data object labelled L
   private-object L  create a private token data object labelled L
   find L            count the objects labelled L this session sees
+  read L            the CKA_VALUE of the one object labelled L
   sign-start        start a multi-part HMAC over a fresh session key
   sign-more         feed it a part
 """
@@ -36,6 +37,9 @@ def run(words):
                                Attribute.TOKEN: private, Attribute.PRIVATE: private, Attribute.VALUE: b"v"})
     elif command == "find":
         return str(len(list(session.get_objects({Attribute.LABEL: args[0]}))))
+    elif command == "read":
+        (obj,) = session.get_objects({Attribute.LABEL: args[0]})
+        return obj[Attribute.VALUE].decode()
     else:
         raise ValueError(command)
     return ""

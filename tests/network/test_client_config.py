@@ -33,3 +33,23 @@ def test_modes_and_octal_socket_mode():
     assert get("ET_PTKC_GENERAL_LIBRARY_MODE", "ha") == "HA"
     assert get("ET_PTKC_HA_RECOVER_DELAY", "0.5") == 0.5
     assert get("ET_HSM_NETSERVER_SOCKET_MODE", "660") == get("ET_HSM_NETSERVER_SOCKET_MODE", "0o660") == 0o660
+
+
+@pytest.mark.parametrize("servers", ["", "127.0.0.1:1"], ids=["embedded", "server-list"])
+def test_wld_mode_is_refused_at_c_initialize(tmp_path, servers):
+    """WLD (Work Load Distribution) is not built: C_Initialize fails with CKR_GENERAL_ERROR and
+    a log line naming the item, whether or not servers are listed; never another mode silently."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import MODULE
+    env = dict(os.environ, ET_PTKC_GENERAL_LIBRARY_MODE="WLD", ET_HSM_NETCLIENT_SERVERLIST=servers,
+               ET_PTKC_SW_DATAPATH=str(tmp_path))
+    program = ("import sys, pkcs11\n"
+               "try:\n    pkcs11.lib(sys.argv[1])\nexcept pkcs11.exceptions.GeneralError:\n    print('refused')\n")
+    run = subprocess.run([sys.executable, "-c", program, MODULE], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.strip() == "refused", run.stdout + run.stderr
+    assert "ET_PTKC_GENERAL_LIBRARY_MODE='WLD'" in run.stderr and "WLD is not supported" in run.stderr
+    assert not list(tmp_path.iterdir())  # nothing was opened or made

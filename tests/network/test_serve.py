@@ -111,23 +111,38 @@ def _dead_port():
     return port
 
 
-def test_server_list_fails_over_for_initialize_and_new_sessions(tmp_path):
+EXTTOKEN_LOADER_LOST = (
+    "ExtToken (ptkhsm/exttoken/layer.py) keeps its loader session and the copies loaded in it "
+    "across a NORMAL-mode fail-over, though both lived on the lost server: the loader answers "
+    "CKR_DEVICE_REMOVED and the cached handles CKR_OBJECT_HANDLE_INVALID (the proxy no longer "
+    "knows them), so the object of the new session cannot be read. The layer must reopen its "
+    "loader and drop its cache when the loader's server is lost (checked: reopening it in "
+    "open_session when C_GetSessionInfo on it fails makes this test pass)")
+
+
+@pytest.mark.parametrize("exttoken", [False, pytest.param(True, marks=pytest.mark.xfail(
+    reason=EXTTOKEN_LOADER_LOST, strict=True))], ids=["hsm-token", "exttoken"])
+def test_server_list_fails_over_for_initialize_and_new_sessions(tmp_path, exttoken):
     """Without HA: C_Initialize takes the first server that answers; the sessions of a
-    lost server answer CKR_DEVICE_REMOVED; new sessions go to the next server."""
+    lost server answer CKR_DEVICE_REMOVED; new sessions go to the next server. With
+    ExtToken, the private token object is in its files and is found from the new server."""
     data = tmp_path / "data"
     with Server(data, "tcp") as first, Server(data, "unix") as second:
-        # the HSM's token: ExtToken's loaded copies do not follow a fail-over yet (docs/exttoken.md)
-        env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over", ET_PTKC_EXTTOKEN_ENABLE="0")
+        env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over",
+                        ET_PTKC_EXTTOKEN_ENABLE="1" if exttoken else "0",
+                        ET_PTKC_EXTTOKEN_PATH=str(tmp_path / "exttoken"))
         init_token(env, label="fail-over")
         env["ET_HSM_NETCLIENT_SERVERLIST"] = f"127.0.0.1:{_dead_port()} {first.address} {second.address}"
         app = App(env)
         try:
             assert app(f"open {USER_PIN}") == "ok"
             assert app("private-object both-see-it") == "ok"
+            assert app("read both-see-it") == "ok v"        # ExtToken: a copy loaded into the HSM
             first.stop(signal.SIGKILL)
             assert app("find both-see-it") == "err DeviceRemoved"
             assert app(f"open {USER_PIN}") == "ok"        # the next server of the list
             assert app("find both-see-it") == "ok 1"
+            assert app("read both-see-it") == "ok v"
         finally:
             app.proc.kill()
             app.proc.wait()
