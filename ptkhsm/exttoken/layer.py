@@ -78,6 +78,9 @@ _QUIET = frozenset({C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED, C.CKR_CR
 # What the HSM answers for a handle it does not know (a loaded copy it lost: fail-over, restart).
 _GONE = frozenset({C.CKR_OBJECT_HANDLE_INVALID, C.CKR_KEY_HANDLE_INVALID, C.CKR_WRAPPING_KEY_HANDLE_INVALID,
                    C.CKR_UNWRAPPING_KEY_HANDLE_INVALID})
+# What the HSM answers for the loader session when it lost it (a restart), or when the server
+# that held it is gone (a fail-over without HA mode): a new loader, nothing loaded.
+_LOADER_LOST = frozenset({C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED, C.CKR_DEVICE_REMOVED})
 
 
 def _edge(exc, what, error=None):
@@ -415,7 +418,7 @@ class ExtToken:
             try:
                 self.lower.get_attributes(self._loader, cached[1], [C.CKA_CLASS])
             except CKRError as exc:
-                if exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                if exc.rv in _LOADER_LOST:
                     self._reopen_loader()
                     return True
                 if exc.rv not in _GONE:
@@ -426,7 +429,8 @@ class ExtToken:
         return stale
 
     def _reopen_loader(self):
-        """The HSM lost the loader session itself (a server restart): a new one, nothing loaded."""
+        """The HSM lost the loader session itself (a server restart, a fail-over): a new one,
+        nothing loaded."""
         logger.info("ExtToken: the HSM lost the loader session; opening another")
         self._cache.clear()
         self._loaded.clear()
@@ -477,7 +481,7 @@ class ExtToken:
                         raise CKRError(error, f"ExtToken object {entry.oid}: the user is not logged in") from None
                     # found again, never made anew: a new key could not read the files
                     token.masters[entry.kind] = self._find_or_make_master(entry.kind, make=False)
-                elif exc.rv in (C.CKR_SESSION_HANDLE_INVALID, C.CKR_SESSION_CLOSED):
+                elif exc.rv in _LOADER_LOST:
                     self._reopen_loader()
                 else:
                     raise

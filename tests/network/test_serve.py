@@ -111,21 +111,12 @@ def _dead_port():
     return port
 
 
-EXTTOKEN_LOADER_LOST = (
-    "ExtToken (ptkhsm/exttoken/layer.py) keeps its loader session and the copies loaded in it "
-    "across a NORMAL-mode fail-over, though both lived on the lost server: the loader answers "
-    "CKR_DEVICE_REMOVED and the cached handles CKR_OBJECT_HANDLE_INVALID (the proxy no longer "
-    "knows them), so the object of the new session cannot be read. The layer must reopen its "
-    "loader and drop its cache when the loader's server is lost (checked: reopening it in "
-    "open_session when C_GetSessionInfo on it fails makes this test pass)")
-
-
-@pytest.mark.parametrize("exttoken", [False, pytest.param(True, marks=pytest.mark.xfail(
-    reason=EXTTOKEN_LOADER_LOST, strict=True))], ids=["hsm-token", "exttoken"])
+@pytest.mark.parametrize("exttoken", [False, True], ids=["hsm-token", "exttoken"])
 def test_server_list_fails_over_for_initialize_and_new_sessions(tmp_path, exttoken):
     """Without HA: C_Initialize takes the first server that answers; the sessions of a
     lost server answer CKR_DEVICE_REMOVED; new sessions go to the next server. With
-    ExtToken, the private token object is in its files and is found from the new server."""
+    ExtToken, the private token object is in its files and is found from the new server
+    (the layer's loader session was on the lost server: it opens another, reloads)."""
     data = tmp_path / "data"
     with Server(data, "tcp") as first, Server(data, "unix") as second:
         env = first.env(PKCS11_MODULE=MODULE, PKCS11_TOKEN_LABEL="fail-over",
