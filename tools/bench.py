@@ -1,4 +1,4 @@
-"""`make bench`: ptkhsm against SoftHSMv2 through the C ABI, written to docs/performance.md.
+"""`make bench-core` (part of `make bench`): ptkhsm against SoftHSMv2 through the C ABI, written to docs/performance.md.
 
 Runs `ptkhsm ctperf`'s suite on both modules in the same run (the modules
 take turns, each test --repeat times, the median counts), then ptkhsm alone
@@ -100,7 +100,7 @@ def report(results, a, b, pairs, args, rss, floor):
     lines = [
         "# Performance: ptkhsm and SoftHSMv2 through the C ABI",
         "",
-        f"Written by `make bench` (tools/bench.py) on {datetime.date.today().isoformat()}; do not edit by hand.",
+        f"Written by `make bench-core` (tools/bench.py) on {datetime.date.today().isoformat()}; do not edit by hand.",
         f"Machine: {_machine()}.",
         "",
         f"Every figure comes from `ctperf-driver` (ctperf/driver.c), a C program that dlopens the module and "
@@ -200,7 +200,7 @@ def report(results, a, b, pairs, args, rss, floor):
                   f"VmRSS {m['vmrss_kb'] / 1024:.1f} MB of the ctperf-driver process, which embeds the "
                   f"whole ptkhsm (Python interpreter, cryptography, the token objects)."]
     lines += ["", "## Reproduce", "",
-              "    make bench                                   # BENCH_SECONDS=2 BENCH_REPEAT=3",
+              "    make bench-core                              # BENCH_SECONDS=2 BENCH_REPEAT=3",
               "    ptkhsm ctperf --compare /usr/lib/softhsm/libsofthsm2.so --threads 1,2,8 --plot out.svg",
               ""]
     return "\n".join(lines)
