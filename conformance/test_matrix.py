@@ -5,6 +5,12 @@ scenario that ran must be in the committed matrix with the same cell for
 each module that ran it; when the whole of conformance/ ran, the matrix must
 not list scenarios that no longer exist. `make conformance` regenerates it.
 
+The matrix says which Debian release it was run on. A run on another release
+(Debian 13 against a matrix of Debian 12) checks the scenarios only: its
+programs differ (OpenSC, OpenSSL, p11-kit versions), so some documented
+differences do too, and each scenario's own test already failed if its
+outcome was not the documented one for that release.
+
 A `skipped: …` cell, in the matrix or in this run, says the machine could not
 run the scenario (a program its Debian release does not package, a kernel
 that refuses `unshare --user` in a chroot), nothing about the module: it
@@ -30,13 +36,14 @@ def test_feature_matrix_is_current(request):
     committed, columns = matrix.parse(DOC.read_text())
     assert columns == list(titles.values()), f"{DOC}: columns {columns}, expected {list(titles.values())}"
     run = matrix.rows(results)
+    same_release = matrix.release_of(DOC.read_text()) == results["release"]
     problems = []
     for (client, scenario), data in ((k, v) for k, v in _ran(results)):
         key = (client, scenario)
         if key not in committed:
             problems.append(f"new scenario: {client} | {scenario}")
             continue
-        for module in data:
+        for module in data if same_release else ():
             title = titles[module]
             if committed[key][title] != run[key][title] and not _skipped(committed[key][title], run[key][title]):
                 problems.append(f"{client} | {scenario} | {title}: matrix says {committed[key][title]!r}, "

@@ -25,6 +25,8 @@ CLIENT = "OpenSSL"
 ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
 PROVIDER = "/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so"
 KEYS = {"rsa": "rsa:2048", "ec": "EC:prime256v1"}
+SOFTHSM_PROVIDER_EXIT = ("SoftHSMv2 2.6.1 under pkcs11-provider: the program does its work, then dies with "
+                         "SIGSEGV as it exits (C_CloseSession after SoftHSMv2's own teardown, softhsm/SoftHSMv2#780)")
 
 
 class OpenSSL:
@@ -191,8 +193,9 @@ def test_provider_sign_verify(openssl, case):
     kind, options = SIGN[case]
     digest = _digest(openssl)
     sig = openssl.token.dir / f"openssl-provider-{case}.sig"
-    openssl.token.run(["openssl", "pkeyutl", "-sign", "-inkey", openssl.private_uri(kind), "-in", digest,
-                       "-out", sig, *options], env=env)
+    with openssl.token.known_failure(SOFTHSM_PROVIDER_EXIT, r"exit status -11"):
+        openssl.token.run(["openssl", "pkeyutl", "-sign", "-inkey", openssl.private_uri(kind), "-in", digest,
+                           "-out", sig, *options], env=env)
     out = openssl.run("pkeyutl", "-verify", "-pubin", "-inkey", openssl.public_pem(kind),
                       "-in", digest, "-sigfile", sig, *options).stdout
     assert "Signature Verified Successfully" in out, out
@@ -202,7 +205,8 @@ def test_provider_sign_verify(openssl, case):
 def test_provider_tls_handshake(openssl, kind):
     """pkcs11-provider: s_server with its key in the token by URI (TLS 1.3); s_client verifies the server"""
     env = openssl.provider_env()
-    _handshake(openssl, kind, ["-key", openssl.private_uri(kind)], env)
+    with openssl.token.known_failure(SOFTHSM_PROVIDER_EXIT, r"assert -11 == 0"):
+        _handshake(openssl, kind, ["-key", openssl.private_uri(kind)], env)
 
 
 def _handshake(openssl, kind, key_options, env):
@@ -223,7 +227,9 @@ def _handshake(openssl, kind, key_options, env):
         report = client.stdout + client.stderr
         assert "CONNECTION ESTABLISHED" in report and "Verification: OK" in report, report
         assert "Protocol version: TLSv1.3" in report, report
-        assert ("Signature type: ECDSA" if kind == "ec" else "Signature type: RSA-PSS") in report, report
+        # OpenSSL 3.0 prints "ECDSA"/"RSA-PSS", 3.5 the TLS 1.3 scheme ("ecdsa_secp256r1_sha256", "rsa_pss_rsae_sha256")
+        assert re.search(r"Signature type: (ECDSA|ecdsa_)" if kind == "ec" else r"Signature type: (RSA-PSS|rsa_pss_)",
+                         report), report
         server.wait(timeout=30)
         assert server.returncode == 0, server.stderr.read()
     finally:
