@@ -9,7 +9,14 @@ VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(shell $(PYTHON) -c 'imp
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit p11-kit-modules gcc make openssh-client openssh-server openvpn nginx curl postgresql-15
+# What differs by Debian release (docs/hosts.md): PostgreSQL's major, the JDK (keytool and
+# javac for the Java runner), pkcs11-provider (packaged from Debian 13). Another release
+# gets Debian's default PostgreSQL and JDK.
+DEBIAN_VERSION := $(shell . /etc/os-release 2>/dev/null; echo $$VERSION_ID)
+APT_PACKAGES_12 := postgresql-15 openjdk-17-jdk-headless
+APT_PACKAGES_13 := postgresql-17 openjdk-21-jdk-headless pkcs11-provider
+APT_PACKAGES := opensc openssl softhsm2 libengine-pkcs11-openssl gnutls-bin libnss3-tools p11-kit p11-kit-modules gcc libc6-dev make python3-dev python3-venv openssh-client openssh-server openvpn nginx curl \
+  $(or $(APT_PACKAGES_$(DEBIAN_VERSION)),postgresql default-jdk-headless)
 SRC := $(shell find ptkhsm shim -name '*.py' -o -name '*.c' -o -name '*.h') pyproject.toml setup.py
 
 .PHONY: all deps venv install demo test test-fast upstream bench conformance clean inplace

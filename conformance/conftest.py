@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import harness
+from . import harness, matrix
 
 HERE = Path(__file__).resolve().parent
 RECORDER = harness.RECORDER
@@ -110,6 +110,7 @@ class Recorder:
             (client, _), data = entry
             return (CLIENTS.index(client) if client in CLIENTS else len(CLIENTS), data["order"])
         return {
+            "release": matrix.debian_release(),
             "modules": [{"name": m.name, "title": m.title, "path": m.path} for m in harness.MODULES],
             "scenarios": [{"client": client, "scenario": scen, "about": data["about"], "cells": data["cells"]}
                           for (client, scen), data in sorted(self.scenarios.items(), key=order)],

@@ -16,9 +16,13 @@ Outcomes, as the feature matrix shows them:
   optional function a module does not implement (CKR_FUNCTION_NOT_SUPPORTED);
 - fail with a reason: `Token.known_failure`, a documented difference of the
   control (docs/conformance.md); it must still fail, and for that reason.
-A program that is not installed is a failure, never a skip.
+A program that is not installed is a failure, never a skip; skipped (with
+the reason) is only what the machine cannot offer: a package its Debian
+release does not have (pkcs11-provider on Debian 12), or user namespaces in
+a chroot (`as_non_root`).
 """
 
+import functools
 import itertools
 import os
 import re
@@ -58,6 +62,31 @@ MODULES = [
     Module("ptkhsm", "ptkhsm", module_path(), False),
     Module("softhsm2", "SoftHSMv2", SOFTHSM, True),
 ]
+
+
+@functools.cache
+def _user_namespace_refusal():
+    probe = subprocess.run(["unshare", "--user", "true"], capture_output=True, text=True, timeout=30)
+    return (probe.stderr.strip() or f"exit status {probe.returncode}") if probe.returncode else None
+
+
+def as_non_root():
+    """The argv prefix that runs a program as a user other than uid 0 (p11-kit reads user
+    module files only then): `unshare --user` for root. Skips where the kernel refuses it
+    (inside a chroot)."""
+    if os.geteuid() != 0:
+        return []
+    refusal = _user_namespace_refusal()
+    if refusal:
+        pytest.skip(f"unshare --user is refused here ({refusal}; a chroot): p11-kit reads user module "
+                    "files only for a user other than root")
+    return ["unshare", "--user"]
+
+
+def package_version(name):
+    """The installed version of a Debian package, as a tuple of its leading numbers (() if none)."""
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True).stdout
+    return tuple(int(n) for n in re.findall(r"\d+", out.split(":")[-1].split("-")[0]))
 
 
 class Missing(Exception):

@@ -11,6 +11,7 @@ keeps the committed matrix current.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,25 @@ The application rows (OpenSSH, OpenVPN, curl, nginx) run the real programs
 against loopback servers their runners start and stop; the recipes are in
 [applications.md](applications.md).
 """
+
+
+RELEASE_LINE = "Run on Debian {}: on another release the scenarios' own tests judge the cells.\n"
+
+
+def debian_release():
+    """VERSION_ID of /etc/os-release ("12", "13"), or "unknown"."""
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return "unknown"
+    found = re.search(r'^VERSION_ID="?([^"\n]*)"?$', text, re.M)
+    return found.group(1) if found else "unknown"
+
+
+def release_of(text):
+    """The Debian release a rendered matrix was run on (None if it does not say)."""
+    found = re.search(r"^Run on Debian (\S+):", text, re.M)
+    return found.group(1) if found else None
 
 
 def cell_text(cell):
@@ -73,7 +93,7 @@ def rows(results):
 
 def render(results):
     modules = results["modules"]
-    lines = [HEADER, "| Client | Scenario | What it checks | " + " | ".join(m["title"] for m in modules) + " |",
+    lines = [HEADER + "\n" + RELEASE_LINE.format(results.get("release", debian_release())), "| Client | Scenario | What it checks | " + " | ".join(m["title"] for m in modules) + " |",
              "|---|---|---|" + "---|" * len(modules)]
     totals = {m["name"]: {} for m in modules}
     for s in results["scenarios"]:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ptkhsm import p11kit
 
-from .harness import MODULES, USER_PIN
+from .harness import MODULES, USER_PIN, as_non_root
 from .keys import Keys
 from .servers import free_port, serve
 
@@ -188,9 +188,9 @@ def test_p11kit_proxy(openssh):
     """ssh-keygen -D and ssh -I through p11-kit-proxy.so, the module registered as a p11-kit module"""
     token = openssh.token
     name = f"openssh-{token.module.name}"
-    p11kit.register(token.module.path, name, environ=token.env)
     # p11-kit skips user module files for root: the programs run in a user namespace, not as uid 0
-    prefix = ["unshare", "--user"] if os.geteuid() == 0 else []
+    prefix = as_non_root()
+    p11kit.register(token.module.path, name, environ=token.env)
     try:
         out = token.run([*prefix, "ssh-keygen", "-D", PROXY], env=openssh.env).stdout
         listed = {" ".join(line.split()[:2]) for line in out.splitlines()}

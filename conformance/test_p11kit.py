@@ -7,14 +7,13 @@ module files when running as root, so as root the p11-kit programs run in a
 user namespace (`unshare --user`), where they are not uid 0.
 """
 
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from .harness import MODULES, TOKEN_LABEL
+from .harness import MODULES, TOKEN_LABEL, as_non_root
 
 CLIENT = "p11-kit"
 PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
@@ -38,8 +37,7 @@ class P11Kit:
 
     def run(self, *argv, **kw):
         """A p11-kit based program, not as uid 0 (p11-kit skips user configuration for root)."""
-        prefix = ["unshare", "--user"] if os.geteuid() == 0 else []
-        return self.token.run([*prefix, *argv], **kw)
+        return self.token.run([*as_non_root(), *argv], **kw)
 
     def modules(self):
         """{module name: its block} from p11-kit list-modules."""

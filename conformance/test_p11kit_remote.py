@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from .harness import SO_PIN, TOKEN_LABEL, USER_PIN
+from .harness import SO_PIN, TOKEN_LABEL, USER_PIN, package_version
 
 CLIENT = "p11-kit"
 CLIENT_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 P11KIT_RPC_RANDOM = ("p11-kit's RPC passes C_GenerateRandom(buf, 0) on as C_GenerateRandom(NULL, 0) and turns "
                      "the module's CKR_OK into CKR_BUFFER_TOO_SMALL (SoftHSMv2 answers CKR_ARGUMENTS_BAD)")
+# ...in p11-kit 0.24 (Debian 12); 0.25.5 (Debian 13) carries the call as it is, and --test goes on to
+# the decryptions, where SoftHSMv2 fails as it does without p11-kit (conformance/test_pkcs11_tool.py)
+SOFTHSM_OAEP = ("SoftHSMv2 implements RSA-OAEP with SHA-1 only: --test's OAEP-SHA256 decryption "
+                "gets CKR_ARGUMENTS_BAD")
 
 
 @contextmanager
@@ -85,8 +89,10 @@ def test_server_self_test(token):
     with served(token, f"pkcs11:token={TOKEN_LABEL}") as env:
         _client_tool(token, env, "--token-label", TOKEN_LABEL, "--keypairgen", "--key-type", "rsa:2048",
                      "--id", token.new_id(), "--label", "remote-rsa", "--login", "--pin", USER_PIN)
+        old_rpc = package_version("p11-kit") < (0, 25)
         with token.known_failure(P11KIT_RPC_RANDOM, r"C_GenerateRandom\(buf1,0\) failed",
-                                 modules=("ptkhsm", "softhsm2")):
+                                 modules=("ptkhsm", "softhsm2"), when=old_rpc), \
+                token.known_failure(SOFTHSM_OAEP, "CKR_ARGUMENTS_BAD", when=not old_rpc):
             # pkcs11-tool --test exits 0 whatever it finds: its ERR lines go to stderr
             result = _client_tool(token, env, "--token-label", TOKEN_LABEL, "--login", "--pin", USER_PIN,
                                   "--test")

@@ -167,12 +167,14 @@ def _children_using(datapath):
 @pytest.mark.parametrize("version", [OURS, "3.12" if OURS != "3.12" else "3.13"])
 def test_killed_host_leaves_data_intact(data, version):
     """SIGKILL while keys are being written: the store stays consistent, the
-    separate HSM process (if any) goes away, and the next host works."""
+    separate HSM process (if any) goes away, every key written before (and each
+    one the host saw stored) is still there, and the next host works."""
+    stored, _ = run(pkcs11_venv(version), "pkcs11_host.py", TOKEN_LABEL, USER_PIN, "store", "before", env=data)
     host = subprocess.Popen([pkcs11_venv(version), str(SCRIPTS / "pkcs11_host.py"), MODULE, TOKEN_LABEL,
                              USER_PIN, "loop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=data)
     try:
-        for _ in range(3):  # a few keys written, then mid-call
-            assert host.stdout.readline(), host.stderr.read()
+        confirmed = [host.stdout.readline().strip() for _ in range(3)]  # a few keys written, then mid-call
+        assert all(confirmed), host.stderr.read()
     finally:
         host.send_signal(signal.SIGKILL)
         host.wait(timeout=30)
@@ -183,6 +185,11 @@ def test_killed_host_leaves_data_intact(data, version):
     assert _children_using(datapath) == []
     with sqlite3.connect(os.path.join(datapath, "ptkhsm.db")) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    found, _ = run(pkcs11_venv(version), "pkcs11_host.py", TOKEN_LABEL, USER_PIN, "labels", env=data)
+    assert {"before", *(f"loop-{n}" for n in confirmed)} <= set(found["labels"]), found
+    read, _ = run(pkcs11_venv(version), "pkcs11_host.py", TOKEN_LABEL, USER_PIN, "decrypt", "before",
+                  stored["ciphertext"], env=data)
+    assert read["plaintext"] == "one data directory, two Pythons!"
     result, _ = run(pkcs11_venv(version), "pkcs11_host.py", TOKEN_LABEL, USER_PIN, "roundtrip", env=data)
     assert result["ok"]
 

@@ -99,6 +99,7 @@ def _tool(slot, *args, data=None):
     text = re.sub(r"Unique ID:\s+[0-9a-f]+", "Unique ID: <random>", text)  # CKA_UNIQUE_ID, per object
     text = re.sub(r"slot \d+|Slot \d+|0x[0-9a-f]+\)", "<slot>", text)
     text = re.sub(r"Data object \d+", "Data object <handle>", text)
+    text = re.sub(r"(uri:\s+pkcs11:\S*)token=[^;\s]*", r"\1token=<label>", text)  # OpenSC 0.26 prints URIs
     return result.returncode, text
 
 

@@ -4,6 +4,7 @@ pkcs11_host.py MODULE LABEL PIN roundtrip        AES and EC in session objects
 pkcs11_host.py MODULE LABEL PIN store NAME       an AES token key NAME; prints a ciphertext
 pkcs11_host.py MODULE LABEL PIN decrypt NAME HEX the key NAME decrypts HEX
 pkcs11_host.py MODULE LABEL PIN loop             token keys until killed
+pkcs11_host.py MODULE LABEL PIN labels           the labels of the token's secret keys
 Prints one JSON line; "in_process" says whether ptkhsm runs in this interpreter.
 """
 
@@ -48,10 +49,14 @@ def loop(session):
         print(count, flush=True)
 
 
+def labels(session):
+    return {"labels": sorted(key.label for key in session.get_objects({pkcs11.Attribute.CLASS: ObjectClass.SECRET_KEY}))}
+
+
 def main(module, label, pin, command, *args):
     token = pkcs11.lib(module).get_token(token_label=label)
     with token.open(rw=True, user_pin=pin) as session:
-        result = {"roundtrip": roundtrip, "store": store, "decrypt": decrypt, "loop": loop}[command](session, *args)
+        result = {"roundtrip": roundtrip, "store": store, "decrypt": decrypt, "loop": loop, "labels": labels}[command](session, *args)
     result.update(ok=True, in_process="ptkhsm" in sys.modules, python="%d.%d" % sys.version_info[:2])
     print(json.dumps(result))
 

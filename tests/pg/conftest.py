@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _newest_bin():
+    """Debian's newest installed PostgreSQL (15 on Debian 12, 17 on Debian 13): /usr/lib/postgresql/<major>/bin."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/postgres") if p.parent.parent.name.isdigit()]
+    return max(found, key=lambda b: int(b.parent.name), default=Path("/usr/lib/postgresql/MAJOR/bin"))
+
+
+BIN = _newest_bin()
 PASSWORD = "s3cret-pg-Passw0rd"
 ROLE = "ptkhsm"
 PORT = 5432  # names the socket file inside the private directory; nothing listens on TCP
@@ -72,7 +80,7 @@ class Server:
 @pytest.fixture(scope="session")
 def pg_server():
     if not (BIN / "postgres").exists():
-        pytest.fail(f"{BIN}/postgres missing: install Debian's postgresql-15 (make deps)")
+        pytest.fail(f"{BIN}/postgres missing: install Debian's PostgreSQL (make deps)")
     server = Server()
     try:
         server.initdb()

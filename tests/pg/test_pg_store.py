@@ -15,7 +15,7 @@ from ptkhsm.errors import CKRError
 from ptkhsm.hsm.store import open_location
 from ptkhsm.hsm.store.postgres import PostgresStore
 
-from pg.conftest import PASSWORD, dbname
+from pg.conftest import BIN, PASSWORD, dbname
 
 
 def test_rows_round_trip_and_version(pg_uri):
@@ -93,7 +93,7 @@ def test_lock_wait_ends_in_device_error_within_the_time_out(pg_server, pg_uri):
     store = PostgresStore(pg_uri, statement_timeout=1)
     _token(store)
     holder = subprocess.Popen(["runuser", "-u", "postgres", "--", "env", "PGAPPNAME=holder",
-                               "/usr/lib/postgresql/15/bin/psql", "-h",
+                               str(BIN / "psql"), "-h",
                                str(pg_server.dir), "-U", "postgres", "-d", dbname(pg_uri), "-c",
                                "BEGIN; LOCK TABLE ptkhsm_objects; SELECT pg_sleep(30);"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
