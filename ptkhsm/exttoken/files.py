@@ -206,11 +206,7 @@ class Files:
         self.base = os.path.join(directory, name)
         self.logs = (Log(self.base + ".public.ods", PUBLIC), Log(self.base + ".private.ods", PRIVATE))
         self.ort_path = self.base + ".ort"
-        self.index = {}            # oid -> Entry
-        self.by_label, self.by_id = {}, {}
-        self.max_oid = 0
-        self.garbage = [0, 0]      # bytes of superseded records, per log
-        self.since_checkpoint = 0  # bytes appended since the ORT was written
+        self._reset()
         self._thread_lock = threading.RLock()
         self._lock_fd = None
         self._loaded = False
@@ -237,8 +233,12 @@ class Files:
                     self._replay(log, log.end)
 
     def _reset(self):
-        self.index, self.by_label, self.by_id = {}, {}, {}
-        self.max_oid, self.garbage, self.since_checkpoint = 0, [0, 0], 0
+        self.index = {}            # oid -> Entry
+        self.by_label, self.by_id = {}, {}
+        self.live = 0              # bytes of the records the index points at (kept, not summed per write)
+        self.max_oid = 0
+        self.garbage = [0, 0]      # bytes of superseded records, per log
+        self.since_checkpoint = 0  # bytes appended since the ORT was written
 
     def _load(self):
         self._reset()
@@ -312,12 +312,14 @@ class Files:
 
     def _put(self, entry):
         self.index[entry.oid] = entry
+        self.live += entry.length
         for table, attr in ((self.by_label, C.CKA_LABEL), (self.by_id, C.CKA_ID)):
             if attr in entry.meta:
                 table.setdefault(entry.meta[attr], set()).add(entry.oid)
 
     def _drop(self, entry):
         del self.index[entry.oid]
+        self.live -= entry.length
         for table, attr in ((self.by_label, C.CKA_LABEL), (self.by_id, C.CKA_ID)):
             bucket = table.get(entry.meta.get(attr))
             if bucket is not None:
@@ -427,10 +429,9 @@ class Files:
     compact_bytes = 4 << 20     # automatic compaction once this much is garbage (and half the file)
 
     def _maintain(self):
-        live = sum(e.length for e in self.index.values())
-        if sum(self.garbage) >= max(self.compact_bytes, live):
+        if sum(self.garbage) >= max(self.compact_bytes, self.live):
             self._compact()
-        elif self.since_checkpoint >= max(256 << 10, live // 4):
+        elif self.since_checkpoint >= max(256 << 10, self.live // 4):
             self._checkpoint()
 
     def _checkpoint(self):
