@@ -145,3 +145,14 @@ def test_log_file_shared_and_private(tmp_path):
     lines = [line for line in log.read_text().splitlines() if "DEBUG: C_Login: CKR_" in line]
     assert len({line.split("]")[0] for line in lines}) == 2, lines  # a line from each process
     assert b"DEBUG" not in first.stderr + b"".join(run.stderr for run in failing)
+
+
+def test_the_session_check_ignores_runs_without_a_key_in_them():
+    """A test key with a run of zeros does not make every "000..." of a log a finding (the
+    fingerprint pin 000... in test_ctconf.py's stderr was one), and its other bytes still count."""
+    from secretscan import Secrets
+    found = Secrets()
+    key = bytes(16) + bytes(range(0xA0, 0xB0))
+    found.add_value(key, "a key with a zero run")
+    assert not list(found.scan(b"pinned " + b"0" * 64 + b" " + bytes(16), "a log"))
+    assert list(found.scan(b"leak " + key[16:].hex().encode(), "a log"))
