@@ -30,9 +30,12 @@ SCALING_GOAL = 1.0
 
 
 class Server:
-    def __init__(self, transport, workers):
+    """`ptkhsm serve` on a loopback port or a unix socket, on `data` (default: a fresh directory)."""
+
+    def __init__(self, transport, workers, data=None):
         self.tmp = tempfile.mkdtemp(prefix=f"bench-{transport}-")
-        env = dict(os.environ, ET_PTKC_SW_DATAPATH=os.path.join(self.tmp, "data"), PTKHSM_LOG_LEVEL="WARNING")
+        data = data or os.path.join(self.tmp, "data")
+        env = dict(os.environ, ET_PTKC_SW_DATAPATH=data, PTKHSM_LOG_LEVEL="WARNING")
         env.pop("ET_HSM_NETCLIENT_SERVERLIST", None)
         where = ["--unix", os.path.join(self.tmp, "hsm.sock")] if transport == "unix" else ["--listen",
                                                                                           "127.0.0.1:0"]

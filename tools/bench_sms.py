@@ -12,9 +12,6 @@ a trivial call's (C_GenerateRandom of 32 bytes), against SMS off on the same tra
 import argparse
 import datetime
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +21,9 @@ from ptkhsm import ctperf
 from ptkhsm.cli import module_path
 from ptkhsm.config import Config
 from ptkhsm.hsm.core import HSM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_network import Server  # noqa: E402  (tools/ is not a package)
 
 OPS = [("rsa2048-sign", 1), ("aes-cbc-1k", 1), ("random32", 1)]
 MODES = {"off": 0,
@@ -51,26 +51,6 @@ def hsm_with_flags(path, flags):
     app.login(s, C.CKU_SO, SO)
     app.init_pin(s, PIN)
     app.finalize()
-
-
-class Server:
-    def __init__(self, data, workers):
-        env = dict(os.environ, ET_PTKC_SW_DATAPATH=data, PTKHSM_LOG_LEVEL="WARNING")
-        env.pop("ET_HSM_NETCLIENT_SERVERLIST", None)
-        ptkhsm = str(Path(sys.executable).parent / "ptkhsm")
-        self.proc = subprocess.Popen([ptkhsm, "serve", "--listen", "127.0.0.1:0", "--workers", str(workers)],
-                                     env=env, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        match = re.search(r"ready on tcp (\S+)", line)
-        if not match:
-            self.stop()
-            raise SystemExit(f"bench-sms: ptkhsm serve did not start: {line!r}")
-        self.address = match.group(1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
 
 
 def report(results, args):
@@ -118,7 +98,7 @@ def main(argv=None):
                 target.env["ET_PTKC_SW_DATAPATH"] = data
                 target.env.pop("ET_HSM_NETCLIENT_SERVERLIST", None)
                 if transport == "tcp":
-                    servers.append(Server(data, args.workers))
+                    servers.append(Server("tcp", args.workers, data))
                     target.env["ET_HSM_NETCLIENT_SERVERLIST"] = servers[-1].address
                 targets.append(target)
         results = ctperf.run_suite(targets, OPS, args.seconds, args.repeat, 1,
