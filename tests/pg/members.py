@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from conftest import MODULE
+from conftest import MODULE, USER_PIN
 
 PEER = str(Path(__file__).with_name("peer.py"))
 LABEL = "group"
@@ -79,3 +80,23 @@ def acknowledged(writers, first=()):
         for line in (head + out).splitlines():
             (errors if line.startswith("!") else acked).append(line)
     return acked, errors
+
+
+def guess_at_once(members, limit):
+    """Each member tries `limit` wrong PINs, all at the same time: with a limit shared by
+    the group, exactly limit-1 are told "incorrect", the limit-th locks the PIN and every
+    other attempt is refused untried; the right PIN is then locked everywhere."""
+    replies = []
+
+    def guess(member):
+        for i in range(limit):
+            replies.append(member.ask(f"login 9999{i}"))
+
+    threads = [threading.Thread(target=guess, args=(m,)) for m in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies.count("PinIncorrect") == limit - 1, replies
+    assert replies.count("PinLocked") == len(members) * limit - (limit - 1), replies
+    assert [m.ask(f"login {USER_PIN}") for m in members] == ["PinLocked"] * len(members)

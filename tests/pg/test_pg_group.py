@@ -4,13 +4,12 @@ writers, group-wide lock-out, and no acknowledged object lost across a restart."
 
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from conftest import MODULE, SO_PIN, USER_PIN, init_token
-from pg.members import LABEL, PEER, Member, acknowledged, eventually, member_env, writer
+from conftest import MODULE, SO_PIN, init_token
+from pg.members import LABEL, PEER, Member, acknowledged, eventually, guess_at_once, member_env, writer
 
 
 @pytest.fixture
@@ -50,22 +49,7 @@ def test_lock_out_is_group_wide(pg_uri):
     limit = 6
     init_token(member_env(pg_uri), label=LABEL)
     members = [Member(member_env(pg_uri, ET_PTKC_SW_MAX_LOGIN_FAILURES=str(limit))) for _ in range(3)]
-    replies = []
-
-    def guess(member):
-        for i in range(limit):
-            replies.append(member.ask(f"login 9999{i}"))
-
-    threads = [threading.Thread(target=guess, args=(m,)) for m in members]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # 18 wrong PINs tried in parallel on three HSMs: exactly limit-1 told "incorrect",
-    # the limit-th locks the PIN and every other attempt is refused untried.
-    assert replies.count("PinIncorrect") == limit - 1, replies
-    assert replies.count("PinLocked") == 3 * limit - (limit - 1)
-    assert [m.ask(f"login {USER_PIN}") for m in members] == ["PinLocked"] * 3
+    guess_at_once(members, limit)  # 18 wrong PINs tried in parallel on three HSMs
     for member in members:
         member.stop()
 

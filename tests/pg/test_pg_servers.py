@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import MODULE, SO_PIN, USER_PIN, init_token
 from netserver import Server
-from pg.members import LABEL, Member, acknowledged, eventually, member_env, writer
+from pg.members import LABEL, Member, acknowledged, eventually, guess_at_once, member_env, writer
 
 SLOT = 1
 HA_APP = Path(__file__).resolve().parent.parent / "network" / "ha_app.py"
@@ -84,21 +83,7 @@ def test_lock_out_is_group_wide_across_servers(pg_uri):
     try:
         init_token(client_env(servers[0]), slot=SLOT, label=LABEL)
         members = [Member(client_env(server)) for server in servers]
-        replies = []
-
-        def guess(member):
-            for i in range(limit):
-                replies.append(member.ask(f"login 9999{i}"))
-
-        threads = [threading.Thread(target=guess, args=(m,)) for m in members]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        # 18 wrong PINs through three servers at once: exactly limit-1 "incorrect", then locked
-        assert replies.count("PinIncorrect") == limit - 1, replies
-        assert replies.count("PinLocked") == 3 * limit - (limit - 1), replies
-        assert [m.ask(f"login {USER_PIN}") for m in members] == ["PinLocked"] * 3
+        guess_at_once(members, limit)  # 18 wrong PINs through three servers at once
         for member in members:
             member.stop()
     finally:
