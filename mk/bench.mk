@@ -1,4 +1,4 @@
-# make bench: every benchmark, each written to its own page of docs/ (takes about 30 minutes):
+# make bench: every benchmark, each written to its own page of docs/ (takes about 20 minutes):
 #   bench-core      ptkhsm against SoftHSMv2 through the C ABI (ptkhsm ctperf): docs/performance.md, .svg
 #   bench-network   in process vs TCP vs the unix socket: docs/performance-network.md
 #   bench-store     the PostgreSQL store against sqlite: docs/performance-store.md
