@@ -75,8 +75,10 @@ def acknowledged(writers, first=()):
     """Wait for the writers -> (labels acknowledged, error lines); `first`: lines already read."""
     acked, errors = [], []
     for proc, head in zip(writers, first or [""] * len(writers)):
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0
+        # Through the reader that read `first`: communicate() reads the pipe itself and
+        # would lose the lines that readline() had already buffered.
+        out = proc.stdout.read()
+        assert proc.wait(timeout=300) == 0
         for line in (head + out).splitlines():
             (errors if line.startswith("!") else acked).append(line)
     return acked, errors
