@@ -836,6 +836,11 @@ def _keyed_init(name):
     def init(self, session, mechanism, key):
         if not self._ext(session):
             return getattr(self.lower, name)(session, mechanism, key)
+        if key < BASE and P.kind_of(mechanism.type) != P.KEY_HANDLE:
+            # names no external object: nothing to load, so no lock (as get_attributes)
+            if self._hidden(key):
+                raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"object {key}")
+            return getattr(self.lower, name)(session, mechanism, key)
         with self._lock:
             return self._with_loaded(session, lambda m, k: getattr(self.lower, name)(session, m, k),
                                      [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
