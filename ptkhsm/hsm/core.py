@@ -106,8 +106,14 @@ class AppToken:
     def __init__(self, token):
         self.token = token
         self.login = None
-        # read on every object lookup: copied, not delegated (they never change)
+        # read on every object lookup or session open: copied, not delegated (they never
+        # change), since a delegated name costs a formatted AttributeError before __getattr__
         self.slot_id, self.objects, self.is_admin = token.slot_id, token.objects, token.is_admin
+        self.stale, self.ensure_loaded = token.stale, token.ensure_loaded
+
+    @property
+    def initialized(self):
+        return self.token.initialized
 
     def __getattr__(self, name):
         return getattr(self.token, name)

@@ -12,8 +12,8 @@ primitive that C_Sign already finished, or sign nothing. It ends the operation
 with CKR_OPERATION_NOT_INITIALIZED: no multi-part operation is active.
 """
 
+import _thread
 import contextlib
-import threading
 
 from .. import constants as C
 from .. import gate
@@ -63,7 +63,9 @@ class Session:
         self.rw = rw
         self.ops = {}
         self.objects = set()  # handles of the session objects it owns
-        self.lock = threading.RLock()  # re-entered: a host's GC may finish an abandoned operation mid-call
+        # re-entered: a host's GC may finish an abandoned operation mid-call. _thread's, not
+        # threading.RLock(), a Python-level factory called on every C_OpenSession
+        self.lock = _thread.RLock()
 
     def idle(self, kind):
         """The one check of CKR_OPERATION_ACTIVE: an Init while an operation of `kind` runs
