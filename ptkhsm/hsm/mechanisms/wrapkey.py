@@ -145,7 +145,8 @@ class _Layout:
     shape only if every header unpacked equals the shape's (the size is the struct's), and then
     each value decodes as it did in the loop: CK_BBOOLs and CK_ULONGs by the struct ('?': non-zero
     is TRUE, '<Q'), bytes as they are, empty values of other kinds to what they decoded to, and
-    the rest by _value again."""
+    the rest by _value again. A shape keeps no value of any object: headers, and what an empty
+    value decodes to."""
 
     __slots__ = ("struct", "count", "headers", "types", "absent", "fixed", "later")
 
