@@ -9,6 +9,7 @@ import random
 import pytest
 
 from ptkhsm import constants as C
+from ptkhsm.errors import CKRError
 from ptkhsm.hsm import policy
 from ptkhsm.hsm.mechanisms import wrapkey as W
 
@@ -36,7 +37,7 @@ def _loop(block):
     """What the loop makes of a block: its values, or the failure's type."""
     try:
         values, count, _ = W._parse_block(block)
-    except (W.Malformed, Exception) as exc:   # Malformed, or schema.decode's CKRError
+    except (W.Malformed, CKRError) as exc:   # CKRError: schema.decode's
         return type(exc).__name__
     return values if count == len(values) else "Malformed"
 
@@ -44,7 +45,7 @@ def _loop(block):
 def _decoded(block):
     try:
         return W._decode_block(block)[0]
-    except (W.Malformed, Exception) as exc:
+    except (W.Malformed, CKRError) as exc:
         return type(exc).__name__
 
 
