@@ -66,6 +66,7 @@ _KEEP_SECRET = (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY)
 _PARAMETER_GEN = {C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN, C.CKM_X9_42_DH_PARAMETER_GEN,
                   C.CKM_DSA_PROBABILISTIC_PARAMETER_GEN, C.CKM_DSA_SHAWE_TAYLOR_PARAMETER_GEN}
 _RESTORING = (C.CKM_WRAPKEY_DES3_CBC, C.CKM_WRAPKEY_AES_KWP)
+_LOADED_COPY = ((C.CKA_TOKEN, False),)     # the unwrap template of a load: a session object
 _MISSING = object()
 # The layer's own work for a call (finding the external token, loading an object) answers the
 # application only with codes every function may return, or the call's own "bad handle" code;
@@ -109,7 +110,7 @@ class _Token:
         self.files = files
         self.data_object = data_object
         self.masters = {PUBLIC: None, PRIVATE: None}   # kind -> HSM handle
-        self.mechanisms = {}                                  # kind -> CKM_WRAPKEY_*
+        self.mechanisms = {}                                  # kind -> Mechanism(CKM_WRAPKEY_*)
 
 
 def _refuse(template):
@@ -332,7 +333,7 @@ class ExtToken:
             if ckk not in WRAPKEY or isinstance(kvc, CKRError):
                 continue
             if token.files.kvc(kind) in (None, kvc) or handle == found[-1]:
-                token.mechanisms[kind] = token.files.ensure_log(kind, WRAPKEY[ckk], kvc)
+                token.mechanisms[kind] = P.Mechanism(token.files.ensure_log(kind, WRAPKEY[ckk], kvc))
                 return handle
         raise CKRError(C.CKR_DEVICE_ERROR, "slot 0's ExtToken master key is not a DES2 or AES key")
 
@@ -447,8 +448,10 @@ class ExtToken:
             self._unload(entry.oid)            # rewritten since (by us or another process)
         if entry.damaged:
             raise CKRError(C.CKR_DEVICE_ERROR, f"ExtToken object {entry.oid}: its record is damaged; not loaded")
-        with _own_work(f"object {entry.oid} not loaded", error):
+        try:    # _own_work's rule, without its context manager and message on every load
             handle = self._unwrap(entry, error)
+        except (CKRError, OSError) as exc:
+            raise _edge(exc, f"object {entry.oid} not loaded", error) from None
         self._cache[entry.oid] = (entry.offset, handle)
         self._loaded[handle] = entry.oid
         while len(self._cache) > self.max_loaded:
@@ -459,11 +462,10 @@ class ExtToken:
         """The cryptogram of an entry unwrapped into the HSM (loader session) -> HSM handle."""
         token = self._setup()
         cryptogram = token.files.cryptogram(entry)
-        mechanism = P.Mechanism(token.mechanisms[entry.kind])
         for retry in (False, True):
             try:
-                return self.lower.unwrap_key(self._loader, mechanism, self._master(entry.kind), cryptogram,
-                                             [(C.CKA_TOKEN, False)])
+                return self.lower.unwrap_key(self._loader, token.mechanisms[entry.kind], self._master(entry.kind),
+                                             cryptogram, _LOADED_COPY)
             except CKRError as exc:
                 if exc.rv in (C.CKR_SIGNATURE_INVALID, C.CKR_WRAPPED_KEY_INVALID):
                     logger.error("ExtToken: object %d in %s does not verify (tampered or damaged); not loaded",
@@ -609,7 +611,7 @@ class ExtToken:
             meta[C.CKA_EXPORTABLE] = False
         kind = PRIVATE if meta.get(C.CKA_PRIVATE) else PUBLIC
         master = self._master(kind)
-        cryptogram = self.lower.wrap_key(self._loader, P.Mechanism(token.mechanisms[kind]), master, handle)
+        cryptogram = self.lower.wrap_key(self._loader, token.mechanisms[kind], master, handle)
         return BASE + token.files.put(oid, kind, meta, cryptogram)
 
     def create_object(self, session, template):

@@ -6,6 +6,7 @@ Flags per attribute come from `ptkhsm.schema`; key-type specifics come from
 the key type handlers the mechanism families register.
 """
 
+import functools
 import secrets
 
 from cryptography.hazmat.primitives import hashes
@@ -112,11 +113,12 @@ def as_dict(template):
     return out
 
 
+@functools.cache   # asked for every new object; the tables are complete once the modules are imported
 def allowed(cls, ckk=None):
     attrs = CLASS_ATTRS[cls]
     if ckk is not None:
         attrs = attrs | key_type(ckk).attrs.get(cls, frozenset())
-    return attrs
+    return frozenset(attrs)
 
 
 def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, extra=None):
@@ -171,13 +173,15 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
 def _restore(template, restored):
     """The object of a CKM_WRAPKEY_* cryptogram (authenticated, so from this module, but
     checked against the schema all the same), with the template's changes."""
-    attrs = {t: v for t, v in restored.items() if t not in _NOT_RESTORED}
+    attrs = dict(restored)
+    for attr_type in _NOT_RESTORED:
+        attrs.pop(attr_type, None)
     cls, ckk = attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE)
     if cls not in CLASS_ATTRS or (cls in TYPED_CLASSES and ckk not in KEY_TYPES):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object of an unsupported class or key type")
     permitted = allowed(cls, ckk if cls in TYPED_CLASSES else None)
-    stray = [schema.name(t) for t in attrs if t not in permitted]
-    if stray:
+    if not attrs.keys() <= permitted:
+        stray = [schema.name(t) for t in attrs if t not in permitted]
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
     # check_so_only runs where every new object is added (the HSM knows who is logged in).
     check_change(attrs, template, is_so=True, copying=True)
@@ -252,13 +256,16 @@ def check_change(attrs, changes, is_so, copying=False):
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_MODIFIABLE cannot become TRUE")
 
 
+_SO_ONLY = tuple(t for t, (_, flags) in schema.SCHEMA.items() if flags & schema.SO_ONLY)
+
+
 def check_so_only(values, is_so):
     """Attributes only the SO may set TRUE (schema.SO_ONLY: CKA_TRUSTED), on a new object or a
     change: the one place of that rule."""
     if is_so:
         return
-    for attr_type, value in values.items():
-        if value and schema.flags_of(attr_type) & schema.SO_ONLY:
+    for attr_type in _SO_ONLY:    # a few types, not every attribute of the object
+        if values.get(attr_type):
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"only the SO sets {schema.name(attr_type)}")
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from ... import constants as C
 from ... import schema
 from ...errors import CKRError
-from . import Row, register
+from . import Row, register, remembered
 from . import des
 
 VERSION = b"\x01"
@@ -46,26 +46,26 @@ def field(data):
     return _U32.pack(len(data)) + data
 
 
-class Reader:
-    def __init__(self, data):
-        self._data, self._pos = bytes(data), 0
-
-    def take(self, size):
-        if self._pos + size > len(self._data):
+def fields(data, count):
+    """data as exactly `count` fields -> their values (raises Malformed)."""
+    data = bytes(data)
+    size, pos, out = len(data), 0, []
+    for _ in range(count):
+        if pos + 4 > size:
             raise Malformed
-        out = self._data[self._pos:self._pos + size]
-        self._pos += size
-        return out
-
-    def field(self):
-        return self.take(_U32.unpack(self.take(4))[0])
-
-    def consumed(self):
-        return self._data[:self._pos]
-
-    def end(self):
-        if self._pos != len(self._data):
+        end = pos + 4 + _U32.unpack_from(data, pos)[0]
+        if end > size:
             raise Malformed
+        out.append(data[pos + 4:end])
+        pos = end
+    if pos != size:
+        raise Malformed
+    return out
+
+
+def signed_part(wrapped, tag):
+    """What the MAC covers: the cryptogram up to its last field, the tag."""
+    return bytes(wrapped[:len(wrapped) - 4 - len(tag)])
 
 
 def _is_secret(attr_type):
@@ -82,8 +82,7 @@ def encode_attributes(entries):
 
 
 def decode_attributes(block):
-    """The inverse of encode_attributes (raises Malformed). Offsets into one bytes object:
-    ExtToken decodes a cryptogram every time it loads an object."""
+    """The inverse of encode_attributes (raises Malformed), for nested templates."""
     data = bytes(block)
     size = len(data)
     if size < 4:
@@ -119,20 +118,129 @@ def _raw(attr_type, value):
     return schema.encode(attr_type, value)
 
 
-# Decoding whole objects is ExtToken's cold load, and most attributes are CK_BBOOLs: those are
-# decoded here without schema.decode's dispatch (its rule: one byte, non-zero is TRUE).
+# Decoding whole objects is ExtToken's cold load. A block is read once by the loop of
+# _parse_block; the common kinds are decoded inline with schema.decode's rules (a CK_BBOOL is
+# one byte, non-zero TRUE; a CK_ULONG 8 bytes little-endian; BYTES and UTF8 as they are), the
+# others, and any wrong length, by schema.decode, which refuses what is malformed.
 _BOOLS = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind == schema.BOOL)
+_ULONGS = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind == schema.ULONG)
+_DECODED = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind not in (schema.BYTES, schema.UTF8))
+_ULONG_LE = struct.Struct("<Q")
 
 
 def _value(attr_type, raw):
-    if attr_type in _BOOLS and len(raw) == 1:
-        return raw[0] != 0
     if schema.kind_of(attr_type) == schema.TEMPLATE:
         entries = decode_attributes(raw)
         if any(r is None for _, r in entries):
             raise Malformed
         return tuple((t, _value(t, r)) for t, r in entries)
     return schema.decode(attr_type, raw)
+
+
+class _Layout:
+    """The shape of a block that decoded: its entries' headers (type, length, presence), in order.
+
+    The objects of a token share a few shapes, so the next block of one shape is read by one
+    struct.unpack of its headers and values instead of a loop over its entries; it is that
+    shape only if every header unpacked equals the shape's (the size is the struct's), and then
+    each value decodes as it did in the loop: CK_BBOOLs and CK_ULONGs by the struct ('?': non-zero
+    is TRUE, '<Q'), bytes as they are, empty values of other kinds to what they decoded to, and
+    the rest by _value again. A shape keeps no value of any object: headers, and what an empty
+    value decodes to."""
+
+    __slots__ = ("struct", "count", "headers", "types", "absent", "fixed", "later")
+
+    def __init__(self, data, entries, decoded):
+        codes, special, header = ["<4s"], [], f"{_ATTR.size}s"
+        for attr_type, length, present, _ in entries:
+            if present and length == 1 and attr_type in _BOOLS:
+                codes.append(header + "?")
+            elif present and length == 8 and attr_type in _ULONGS:
+                codes.append(header + "Q")
+            else:
+                codes.append(f"{header}{length}s")
+                if present and attr_type in _DECODED:
+                    special.append((attr_type, length))
+        self.struct = struct.Struct("".join(codes))
+        self.count = data[:4]
+        self.headers = tuple(data[start - _ATTR.size:start] for *_, start in entries)
+        self.types = tuple(attr_type for attr_type, *_ in entries)
+        self.absent = tuple(attr_type for attr_type, _, present, _ in entries if not present)
+        self.fixed = {t: decoded[t] for t, length in special if not length}
+        self.later = tuple(t for t, length in special if length)
+
+    def read(self, data):
+        """-> {type: value, None if absent}, or None if the block is not of this shape."""
+        if len(data) != self.struct.size:
+            return None
+        values = self.struct.unpack(data)
+        if values[0] != self.count or values[1::2] != self.headers:
+            return None
+        out = dict(zip(self.types, values[2::2]))
+        for attr_type in self.absent:
+            out[attr_type] = None
+        out.update(self.fixed)
+        for attr_type in self.later:
+            out[attr_type] = _value(attr_type, out[attr_type])
+        return out
+
+
+_LAYOUTS = {}          # block size -> the last shapes of that size that decoded, newest first
+_LAYOUTS_PER_SIZE = 4
+_LAYOUT_SIZES = 256    # then forgotten, to be learnt again
+
+
+def _decode_block(block):
+    """An attribute block -> ({type: value, or None if listed absent}, the absent types); each
+    type once."""
+    data = bytes(block)
+    shapes = _LAYOUTS.get(len(data), ())
+    for shape in shapes:
+        out = shape.read(data)
+        if out is not None:
+            return out, shape.absent
+    out, count, entries = _parse_block(data)
+    if count != len(out):
+        raise Malformed     # a type twice
+    shape = _Layout(data, entries, out)
+    if len(_LAYOUTS) >= _LAYOUT_SIZES:
+        _LAYOUTS.clear()
+    _LAYOUTS[len(data)] = (shape,) + shapes[:_LAYOUTS_PER_SIZE - 1]
+    return out, shape.absent
+
+
+def _parse_block(data):
+    """The loop: -> (values, number of entries, [(type, length, present, value offset)])."""
+    size = len(data)
+    if size < 4:
+        raise Malformed
+    (count,) = _U32.unpack_from(data, 0)
+    pos, out, entries = 4, {}, []
+    unpack, step, bools, ulongs, decoded = _ATTR.unpack_from, _ATTR.size, _BOOLS, _ULONGS, _DECODED
+    for _ in range(count):
+        if pos + step > size:
+            raise Malformed
+        attr_type, length, present = unpack(data, pos)
+        pos += step
+        end = pos + length
+        if present == 1 and end <= size:
+            if attr_type not in decoded:
+                out[attr_type] = data[pos:end]
+            elif length == 1 and attr_type in bools:
+                out[attr_type] = data[pos] != 0
+            elif length == 8 and attr_type in ulongs:
+                out[attr_type] = _ULONG_LE.unpack_from(data, pos)[0]
+            else:
+                out[attr_type] = _value(attr_type, data[pos:end])
+        elif present == 0 and not length:
+            out[attr_type] = None
+        else:
+            raise Malformed
+        entries.append((attr_type, length, present, pos))
+        pos = end
+    if pos != size:
+        raise Malformed
+    return out, count, entries
 
 
 def split(attrs):
@@ -144,15 +252,27 @@ def split(attrs):
 
 
 def decode_object(clear_block, secret_block):
-    """The authenticated blocks -> attributes, or CKR_WRAPPED_KEY_INVALID if built wrong."""
+    """The authenticated blocks -> attributes, or CKR_WRAPPED_KEY_INVALID if built wrong: each
+    type once; the secret block holds exactly the attributes the clear one lists as absent."""
     try:
-        return restore(decode_attributes(clear_block), decode_attributes(secret_block))
+        attrs, absent = _decode_block(clear_block)
+        secret, secret_absent = _decode_block(secret_block)
+        if secret_absent or len(absent) != len(secret) or any(t not in secret for t in absent):
+            raise Malformed
     except (Malformed, CKRError):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped object is not well formed") from None
+    attrs.update(secret)
+    return attrs
 
 
-def _des3_cbc_pad(value, iv, data, encrypt):
-    algorithm = Cipher(des.cipher(value), modes.CBC(iv))
+def _des3(key):
+    """The wrapping key's TripleDES, kept with the key (the master key wraps and unwraps every
+    ExtToken object)."""
+    return remembered(key, "des3", lambda attrs: des.cipher(attrs[C.CKA_VALUE]))
+
+
+def _des3_cbc_pad(des3, iv, data, encrypt):
+    algorithm = Cipher(des3, modes.CBC(iv))
     if encrypt:
         padder = padding.PKCS7(64).padder()
         ctx = algorithm.encryptor()
@@ -173,37 +293,23 @@ class WrapKey:
         clear, secret = split(attrs)
         mac_key, iv = des.random_key(MAC_KEY_LEN), os.urandom(des.BLOCK)
         inner = field(mac_key) + field(secret)
-        encrypted = _des3_cbc_pad(wrapping_key.attrs[C.CKA_VALUE], iv, inner, encrypt=True)
+        encrypted = _des3_cbc_pad(_des3(wrapping_key), iv, inner, encrypt=True)
         body = field(VERSION) + field(iv) + field(encrypted) + field(clear)
         return body + field(_mac(mac_key, body).finalize())
 
     def unwrap(self, row, key, param, wrapped):
         try:
-            reader = Reader(wrapped)
-            version, iv, encrypted, clear_block = [reader.field() for _ in range(4)]
-            body = reader.consumed()
-            tag = reader.field()
-            reader.end()
+            version, iv, encrypted, clear_block, tag = fields(wrapped, 5)
             if version != VERSION or len(iv) != des.BLOCK:
                 raise Malformed
-            inner = Reader(_des3_cbc_pad(key.attrs[C.CKA_VALUE], iv, encrypted, encrypt=False))
-            mac_key, secret_block = inner.field(), inner.field()
-            inner.end()
+            mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
             if len(mac_key) != MAC_KEY_LEN:
                 raise Malformed
-            _mac(mac_key, body).verify(tag)
+            _mac(mac_key, signed_part(wrapped, tag)).verify(tag)
         except (Malformed, ValueError, InvalidSignature):
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
         # Authenticated from here: what fails now was built wrong, not changed in transit.
         return decode_object(clear_block, secret_block)
-
-
-def restore(clear, secret):
-    """The object's attributes from the decoded clear and secret blocks (raises Malformed)."""
-    absent = {t for t, raw in clear if raw is None}
-    if absent != {t for t, _ in secret} or len(secret) != len(absent) or len(clear) != len({t for t, _ in clear}):
-        raise Malformed
-    return {t: _value(t, raw) for t, raw in clear + secret if raw is not None}
 
 
 register(Row(C.CKM_WRAPKEY_DES3_CBC, WrapKey(), C.CKF_WRAP | C.CKF_UNWRAP, des.KEY_TYPES, 16, 24,

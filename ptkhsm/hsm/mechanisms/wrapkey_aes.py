@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from ... import constants as C
 from ...errors import CKRError
 from . import Row, register
-from .wrapkey import Malformed, Reader, decode_object, field, split
+from .wrapkey import Malformed, decode_object, field, fields, signed_part, split
 
 VERSION = b"\x01"
 MAC_KEY_LEN = 32
@@ -43,19 +43,13 @@ class WrapKeyAesKwp:
 
     def unwrap(self, row, key, param, wrapped):
         try:
-            reader = Reader(wrapped)
-            version, encrypted, clear_block = [reader.field() for _ in range(3)]
-            body = reader.consumed()
-            tag = reader.field()
-            reader.end()
+            version, encrypted, clear_block, tag = fields(wrapped, 4)
             if version != VERSION:
                 raise Malformed
-            inner = Reader(keywrap.aes_key_unwrap_with_padding(key.attrs[C.CKA_VALUE], encrypted))
-            mac_key, secret_block = inner.field(), inner.field()
-            inner.end()
+            mac_key, secret_block = fields(keywrap.aes_key_unwrap_with_padding(key.attrs[C.CKA_VALUE], encrypted), 2)
             if len(mac_key) != MAC_KEY_LEN:
                 raise Malformed
-            _mac(mac_key, body).verify(tag)
+            _mac(mac_key, signed_part(wrapped, tag)).verify(tag)
         except (Malformed, ValueError, keywrap.InvalidUnwrap, InvalidSignature):
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
         return decode_object(clear_block, secret_block)
