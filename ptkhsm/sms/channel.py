@@ -31,6 +31,7 @@ The design and its reasons are in docs/sms.md. In short:
 import hmac
 import os
 import struct
+import threading
 import time
 
 from cryptography.exceptions import InvalidSignature
@@ -194,6 +195,9 @@ class _Direction:
     def __init__(self, suite, master, transcript, label):
         self.suite, self.master, self.transcript, self.label = suite, master, transcript, label
         self.tag_len = suite.tag_len
+        # Sequence number and keystream position move together: one record at a time, even if
+        # a caller ever sealed (or opened) from two threads at once.
+        self.lock = threading.Lock()
         self.sequence = 0
         self.epoch = -1
         self.rekey(0)
@@ -262,53 +266,55 @@ class Channel:
         if not self.open:
             raise CKRError(C.CKR_NO_SESSION_KEYS, "SMS: the channel has ended")
         out = self.out
-        sequence = out.sequence
-        out.sequence = sequence + 1
-        if protection & ENCRYPTED:
-            protection |= SIGNED  # never encryption without integrity
-            body = out.encrypt(payload)
-            self.blocks += -(-len(payload) // self.suite.block)
-        else:
-            body = payload
-        if not protection & SIGNED:
-            return _HEADER.pack(VERSION, kind, protection, out.epoch, sequence, len(body)) + body
-        record = _HEADER.pack(VERSION, kind, protection, out.epoch, sequence, len(body) + out.tag_len) + body
-        return record + out.tag(record)   # the MAC covers header and (encrypted) body
+        with out.lock:
+            sequence = out.sequence
+            out.sequence = sequence + 1
+            if protection & ENCRYPTED:
+                protection |= SIGNED  # never encryption without integrity
+                body = out.encrypt(payload)
+                self.blocks += -(-len(payload) // self.suite.block)
+            else:
+                body = payload
+            if not protection & SIGNED:
+                return _HEADER.pack(VERSION, kind, protection, out.epoch, sequence, len(body)) + body
+            record = _HEADER.pack(VERSION, kind, protection, out.epoch, sequence, len(body) + out.tag_len) + body
+            return record + out.tag(record)   # the MAC covers header and (encrypted) body
 
     def unseal(self, record):
         """-> (kind, protection, payload) of the next record in order. Any failure ends the
         channel."""
         if not self.open:
             raise CKRError(C.CKR_NO_SESSION_KEYS, "SMS: the channel has ended")
+        inc = self.inc
         try:
-            kind, protection, epoch, sequence = _header(record)
-            if protection & ~(ENCRYPTED | SIGNED) or (protection & ENCRYPTED and not protection & SIGNED):
-                raise CKRError(C.CKR_SMS_ERROR, "SMS: unknown or unsafe protection bits")
-            inc = self.inc
-            if epoch == inc.epoch + 1:
-                inc.rekey(epoch)   # the sender rolled over: follow it
-            elif epoch != inc.epoch:
-                raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {inc.epoch}")
-            if protection & SIGNED:
-                end = len(record) - inc.tag_len
-                if end < _HEADER_SIZE:
-                    raise CKRError(self.bad_mac_rv, "SMS: record shorter than its MAC")
-                if not hmac.compare_digest(record[end:], inc.tag(memoryview(record)[:end])):
-                    raise CKRError(self.bad_mac_rv, "SMS: record MAC does not verify")
-                body = record[_HEADER_SIZE:end]
-            else:
-                body = record[_HEADER_SIZE:]
-            # checked after the MAC, so a forged record cannot learn the expected number
-            if sequence != inc.sequence:
-                raise CKRError(C.CKR_SMS_ERROR, f"SMS: record {sequence} out of order (expected "
-                                                f"{inc.sequence}): replayed, dropped or reordered")
-            inc.sequence = sequence + 1
-            if protection & ENCRYPTED:
-                body = inc.decrypt(body)
-                self.blocks += -(-len(body) // self.suite.block)
-            if kind == CLOSE:
-                self.end()
-            return kind, protection, body
+            with inc.lock:
+                kind, protection, epoch, sequence = _header(record)
+                if protection & ~(ENCRYPTED | SIGNED) or (protection & ENCRYPTED and not protection & SIGNED):
+                    raise CKRError(C.CKR_SMS_ERROR, "SMS: unknown or unsafe protection bits")
+                if epoch == inc.epoch + 1:
+                    inc.rekey(epoch)   # the sender rolled over: follow it
+                elif epoch != inc.epoch:
+                    raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {inc.epoch}")
+                if protection & SIGNED:
+                    end = len(record) - inc.tag_len
+                    if end < _HEADER_SIZE:
+                        raise CKRError(self.bad_mac_rv, "SMS: record shorter than its MAC")
+                    if not hmac.compare_digest(record[end:], inc.tag(memoryview(record)[:end])):
+                        raise CKRError(self.bad_mac_rv, "SMS: record MAC does not verify")
+                    body = record[_HEADER_SIZE:end]
+                else:
+                    body = record[_HEADER_SIZE:]
+                # checked after the MAC, so a forged record cannot learn the expected number
+                if sequence != inc.sequence:
+                    raise CKRError(C.CKR_SMS_ERROR, f"SMS: record {sequence} out of order (expected "
+                                                    f"{inc.sequence}): replayed, dropped or reordered")
+                inc.sequence = sequence + 1
+                if protection & ENCRYPTED:
+                    body = inc.decrypt(body)
+                    self.blocks += -(-len(body) // self.suite.block)
+                if kind == CLOSE:
+                    self.end()
+                return kind, protection, body
         except CKRError:
             self.end()
             raise
