@@ -19,6 +19,7 @@ channel, and every call in flight or later gets that CKR.
 transports see: `seal`/`open` on the client, `receive` on the HSM.
 """
 
+import functools
 import time
 
 from .. import constants as C
@@ -37,8 +38,10 @@ def sensitive(call):
     return bool(call.pins or any(name != "reply" for name in call.secrets))
 
 
+@functools.lru_cache(maxsize=64)   # a process sees a handful of flag sets
 def plan(flags):
-    """call id -> (request protection, reply protection) under `flags`: one table per channel."""
+    """call id -> (request protection, reply protection) under `flags`, made once per flag
+    set: a look-up per call instead of the policy's tests. Callers only read it."""
     return {call.id: protection(flags, call.session, sensitive(call)) for call in BY_ID.values()}
 
 
@@ -137,7 +140,8 @@ class Farewell(wire.ProtocolError):
 def check(flags, call, got):
     """The HSM's rule: a session call under less protection than its flags require is
     refused (CKR_BAD_PROTECTION); `got` is the record's protection, 0 for a plain frame."""
-    check_request(flags, call.session, sensitive(call), got)
+    if plan(flags & SMS_FLAGS)[call.id][0] & ~got:
+        check_request(flags, call.session, sensitive(call), got)   # raises, saying what is missing
 
 
 class ServerLink:

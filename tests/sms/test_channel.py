@@ -214,15 +214,19 @@ def test_the_hsm_refuses_requests_protected_less_than_its_flags():
     assert _rv(policy.check_request, C.CKF_FULL_SMS_SIGN, True, False, 0) == C.CKR_BAD_PROTECTION
 
 
-def test_adh2_encryption_is_aes256_ctr_with_the_documented_counter_block():
-    """docs/sms.md: AES-256-CTR, counter block = sequence (64 bits) || 0 (32) || block from 2
-    (computed through AES-GCM's keystream): the same bytes as a plain CTR cipher gives."""
+def test_adh2_encryption_is_one_aes256_ctr_keystream_per_direction_and_epoch():
+    """docs/sms.md: AES-256-CTR from counter block 0, the keystream running on across the
+    records in sequence order (no byte of it used twice); a new key and keystream per epoch."""
     import os
-    import struct as st
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from ptkhsm.sms import channel as chan
     d = chan._Direction(chan.Suite(chan.ADH2), os.urandom(64), b"t", b"request")
-    data = os.urandom(1000)
-    ctr = Cipher(algorithms.AES256(d.enc), modes.CTR(st.pack(">QII", 7, 0, 2))).encryptor()
-    assert d.encrypt(7, data) == ctr.update(data) + ctr.finalize()
-    assert d.decrypt(7, d.encrypt(7, data)) == data and d.encrypt(8, data) != d.encrypt(7, data)
+    first, second = os.urandom(1000), os.urandom(37)
+    ctr = Cipher(algorithms.AES256(d.enc), modes.CTR(bytes(16))).encryptor()
+    assert d.encrypt(first) + d.encrypt(second) == ctr.update(first + second)
+    assert d.encrypt(first) != d.encrypt(first)       # the same plaintext never meets the same keystream
+    key = d.enc
+    d.rekey(1)
+    ctr = Cipher(algorithms.AES256(d.enc), modes.CTR(bytes(16))).encryptor()
+    assert d.enc != key and d.encrypt(first) == ctr.update(first)
+

@@ -97,7 +97,8 @@ def test_auth_protection_every_session_request_has_a_valid_mac(tmp_path):
     assert len(data) >= 5
     for expected, (kind, protection, epoch, sequence, header, body) in enumerate(data, 1):
         assert protection & ch.SIGNED and sequence == expected and epoch == 0
-        assert hmac.compare_digest(body[-suite.tag_len:], suite.mac(mac_key, header + body[:-suite.tag_len]))
+        mac = hmac.digest(mac_key, header + body[:-suite.tag_len], "sha512")[:suite.tag_len]   # HMAC-SHA-512/256
+        assert hmac.compare_digest(body[-suite.tag_len:], mac)
     plain = [f for d, f in tap.frames if d == "request" and f[4] == wire.REQUEST]
     assert plain and all(not wire.BY_ID[struct.unpack(">H", f[9:11])[0]].session for f in plain)
 
