@@ -349,6 +349,27 @@ def _read_args(body, kinds):
             elif tag == T_NONE and kind is OPT_ULONG:
                 stop = pos + 1
                 args.append(None)
+            elif tag == T_NAMED and kind is MECHANISM and body[pos + 1] == 0 and body[pos + 2] == T_INT \
+                    and body[pos + 3] <= 8:
+                # a Mechanism(type, param) with a param of None, a ulong (a key handle) or bytes
+                stop = pos + 4 + body[pos + 3]
+                mechanism = int.from_bytes(body[pos + 4:stop], "big")
+                tag = body[stop]
+                if tag == T_NONE:
+                    param, stop = None, stop + 1
+                elif tag == T_INT and body[stop + 1] <= 8:
+                    start = stop + 2
+                    stop = start + body[stop + 1]
+                    param = int.from_bytes(body[start:stop], "big")
+                elif tag == T_BYTES:
+                    start = stop + 5
+                    stop = start + _LEN.unpack_from(body, stop + 1)[0]
+                    param = bytes(body[start:stop])
+                else:
+                    return None
+                if stop > end:
+                    return None
+                args.append(P.Mechanism(mechanism, param))
             else:
                 value, stop = _decode(body, pos, 1)
                 if not SHAPES[kind](value):
