@@ -28,6 +28,9 @@ _LEN = struct.Struct(">I")
 _REQ = struct.Struct(">IH")       # request id, call id
 _HELLO = struct.Struct(">7sHH")    # magic, lowest and highest version spoken
 _ERR = struct.Struct(">IQ")        # request id, CK_RV
+_REQ_HEAD = struct.Struct(">IBIHBI")  # room for the length, REQUEST, request id, call id, the args' tuple tag and count
+_REPLY_HEAD = struct.Struct(">IBI")   # room for the length, REPLY, request id
+_ULONG = struct.Struct(">BBQ")        # an integer of 0..2^64-1 as the encoder writes it: T_INT, 8, its 8 bytes
 
 
 class ProtocolError(Exception):
@@ -44,49 +47,60 @@ _NAMED_ID = {cls: i for i, cls in enumerate(NAMED)}
 
 def encode_value(value, out):
     """Append the tagged encoding of `value` to the bytearray `out`."""
-    kind = type(value)
-    if value is None:
-        out.append(T_NONE)
-    elif kind is bool:
-        out.append(T_TRUE if value else T_FALSE)
-    elif kind is int:
-        magnitude = -value if value < 0 else value
-        raw = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "big")
-        if len(raw) > 255:
-            raise ValueError("integer too large for the wire")
-        out.append(T_NEG if value < 0 else T_INT)
-        out.append(len(raw))
-        out += raw
-    elif kind is bytes or kind is bytearray:
-        out.append(T_BYTES)
-        out += _LEN.pack(len(value))
-        out += value
-    elif kind is str:
-        raw = value.encode()
-        out.append(T_STR)
-        out += _LEN.pack(len(raw))
-        out += raw
-    elif kind in _NAMED_ID:
-        out.append(T_NAMED)
-        out.append(_NAMED_ID[kind])
-        for field in value:
-            encode_value(field, out)
-    elif kind is list or kind is tuple:
-        out.append(T_LIST if kind is list else T_TUPLE)
-        out += _LEN.pack(len(value))
-        for item in value:
-            encode_value(item, out)
-    elif kind is dict:
-        out.append(T_DICT)
-        out += _LEN.pack(len(value))
-        for key, item in value.items():
-            encode_value(key, out)
-            encode_value(item, out)
-    elif isinstance(value, CKRError):
-        out.append(T_ERROR)
-        encode_value(value.rv, out)
-    else:
-        raise TypeError(f"{kind.__name__} cannot cross the wire")
+    _encode((value,), out)
+
+
+# The tag and length byte of an integer of n bytes (n <= 255), by n.
+_UINT_HEAD = tuple(bytes((T_INT, n)) for n in range(256))
+_NEG_HEAD = tuple(bytes((T_NEG, n)) for n in range(256))
+
+
+def _encode(values, out):
+    """Append the encodings of `values`, one after the other. One loop holds every rule,
+    the common kinds first: a request's arguments or a list's items cost no call each."""
+    for value in values:
+        kind = type(value)
+        if value is None:
+            out.append(T_NONE)
+        elif kind is int:
+            if 0 <= value <= ULONG_MAX:  # a CK_ULONG: in 8 bytes, one pack
+                out += _ULONG.pack(T_INT, 8, value)
+                continue
+            magnitude = -value if value < 0 else value
+            n = (magnitude.bit_length() + 7) >> 3
+            if n > 255:
+                raise ValueError("integer too large for the wire")
+            out += _NEG_HEAD[n] if value < 0 else _UINT_HEAD[n]
+            out += magnitude.to_bytes(n, "big")
+        elif kind is bytes or kind is bytearray:
+            out.append(T_BYTES)
+            out += _LEN.pack(len(value))
+            out += value
+        elif kind is bool:
+            out.append(T_TRUE if value else T_FALSE)
+        elif kind is list or kind is tuple:
+            out.append(T_LIST if kind is list else T_TUPLE)
+            out += _LEN.pack(len(value))
+            _encode(value, out)
+        elif kind in _NAMED_ID:
+            out.append(T_NAMED)
+            out.append(_NAMED_ID[kind])
+            _encode(value, out)   # its fields
+        elif kind is str:
+            raw = value.encode()
+            out.append(T_STR)
+            out += _LEN.pack(len(raw))
+            out += raw
+        elif kind is dict:
+            out.append(T_DICT)
+            out += _LEN.pack(len(value))
+            for pair in value.items():
+                _encode(pair, out)
+        elif isinstance(value, CKRError):
+            out.append(T_ERROR)
+            _encode((value.rv,), out)
+        else:
+            raise TypeError(f"{kind.__name__} cannot cross the wire")
 
 
 _SHORT = ProtocolError("value runs past the end of the frame")
@@ -229,8 +243,9 @@ def frame(kind, body):
 
 
 def frame_length(header, limit=MAX_FRAME):
-    """The length announced by a 4-byte header; refuses the impossible before reading it."""
-    (n,) = _LEN.unpack(header)
+    """The length announced by the 4-byte header that starts `header` (a frame, or the
+    buffer it is read into); refuses the impossible before reading it."""
+    (n,) = _LEN.unpack_from(header)
     if n == 0:
         raise ProtocolError("empty frame")
     if n > limit:
@@ -267,21 +282,33 @@ def read_welcome(body):
     return version, info
 
 
+def _framed(out):
+    """A frame built in place (`out` starts with a 4-byte room for its length) -> bytes:
+    one buffer per frame, no copies of the body."""
+    n = len(out) - 4
+    if n > MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes exceeds the limit")
+    _LEN.pack_into(out, 0, n)
+    return bytes(out)
+
+
 def request(request_id, name, args):
-    call = BY_NAME[name]
-    out = bytearray(_REQ.pack(request_id, call.id))
-    encode_value(tuple(args), out)
-    return frame(REQUEST, bytes(out))
+    out = bytearray(_REQ_HEAD.pack(0, REQUEST, request_id, BY_NAME[name].id, T_TUPLE, len(args)))
+    _encode(args, out)
+    return _framed(out)
 
 
 def read_request(body):
     """-> (request id, Call, args), the args checked against the call's signature."""
     if len(body) < _REQ.size:
         raise ProtocolError("truncated request")
-    request_id, call_id = _REQ.unpack(body[:_REQ.size])
+    request_id, call_id = _REQ.unpack_from(body)
     call = BY_ID.get(call_id)
     if call is None:
         raise ProtocolError(f"unknown call {call_id}")
+    args = _read_args(body, _KINDS[call_id])
+    if args is not None:
+        return request_id, call, args
     args = decode_value(body, _REQ.size)
     if type(args) is not tuple or len(args) != len(call.args):
         raise ProtocolError(f"{call.name}: wrong number of arguments")
@@ -291,10 +318,73 @@ def read_request(body):
     return request_id, call, args
 
 
+_KINDS = {call.id: tuple(kind for _, kind in call.args) for call in BY_ID.values()}
+_ARGS_AT = _REQ.size + 5  # after the request id, the call id, the tuple's tag and its count
+
+
+def _read_args(body, kinds):
+    """The arguments of a well-formed request, read by their kinds in the call table, or
+    None: then the general decoder runs and says what is wrong. Ulongs, optional ulongs and
+    bytes (most arguments) are read here, without a function call each; every value taken
+    here is one the general decoder and the shape checks would give and accept."""
+    try:
+        if body[_REQ.size] != T_TUPLE or _LEN.unpack_from(body, _REQ.size + 1)[0] != len(kinds):
+            return None
+        end = len(body)
+        pos = _ARGS_AT
+        args = []
+        for kind in kinds:
+            tag = body[pos]
+            if tag == T_INT and (kind is ULONG or kind is OPT_ULONG):
+                n = body[pos + 1]
+                stop = pos + 2 + n
+                if n > 8 or stop > end:
+                    return None
+                args.append(int.from_bytes(body[pos + 2:stop], "big"))
+            elif tag == T_BYTES and kind is BYTES:
+                stop = pos + 5 + _LEN.unpack_from(body, pos + 1)[0]
+                if stop > end:
+                    return None
+                args.append(bytes(body[pos + 5:stop]))
+            elif tag == T_NONE and kind is OPT_ULONG:
+                stop = pos + 1
+                args.append(None)
+            elif tag == T_NAMED and kind is MECHANISM and body[pos + 1] == 0 and body[pos + 2] == T_INT \
+                    and body[pos + 3] <= 8:
+                # a Mechanism(type, param) with a param of None, a ulong (a key handle) or bytes
+                stop = pos + 4 + body[pos + 3]
+                mechanism = int.from_bytes(body[pos + 4:stop], "big")
+                tag = body[stop]
+                if tag == T_NONE:
+                    param, stop = None, stop + 1
+                elif tag == T_INT and body[stop + 1] <= 8:
+                    start = stop + 2
+                    stop = start + body[stop + 1]
+                    param = int.from_bytes(body[start:stop], "big")
+                elif tag == T_BYTES:
+                    start = stop + 5
+                    stop = start + _LEN.unpack_from(body, stop + 1)[0]
+                    param = bytes(body[start:stop])
+                else:
+                    return None
+                if stop > end:
+                    return None
+                args.append(P.Mechanism(mechanism, param))
+            else:
+                value, stop = _decode(body, pos, 1)
+                if not SHAPES[kind](value):
+                    return None
+                args.append(value)
+            pos = stop
+    except (IndexError, struct.error, ProtocolError):
+        return None
+    return tuple(args) if pos == end else None
+
+
 def reply(request_id, value):
-    out = bytearray(_LEN.pack(request_id))
-    encode_value(value, out)
-    return frame(REPLY, bytes(out))
+    out = bytearray(_REPLY_HEAD.pack(0, REPLY, request_id))
+    _encode((value,), out)
+    return _framed(out)
 
 
 def error(request_id, exc):
@@ -309,8 +399,10 @@ def read_reply(kind, body, call):
     if kind == REPLY:
         if len(body) < 4:
             raise ProtocolError("truncated reply")
-        request_id = _LEN.unpack(body[:4])[0]
-        value = decode_value(body, 4)
+        request_id = _LEN.unpack_from(body)[0]
+        value, end = _decode(body, 4, 0)
+        if end != len(body):
+            raise ProtocolError("trailing bytes after the value")
         if not SHAPES[call.reply](value):
             raise ProtocolError(f"{call.name}: reply is not a {call.reply}")
         return request_id, value

@@ -26,7 +26,7 @@ import time
 
 from .. import constants as C
 from .. import mechparams as P
-from ..calls import BY_NAME, CALLS, SESSION_HANDLES
+from ..calls import BY_NAME, CALLS, MECHANISM, SESSION_HANDLES
 from ..errors import CKRError
 from ..log import logger
 from ..transport.smslink import SMS_RVS, ClientSettings
@@ -44,6 +44,13 @@ OPERATIONS = ("encrypt", "decrypt", "digest", "sign", "verify")
 _CANCEL = {C.CKF_ENCRYPT: "encrypt", C.CKF_DECRYPT: "decrypt", C.CKF_DIGEST: "digest", C.CKF_SIGN: "sign",
            C.CKF_VERIFY: "verify"}
 CKR_HA_NO_HSM, CKR_HA_OBJECT_LOST = C.CKR_HA_NO_HSM, C.CKR_HA_OBJECT_LOST  # docs/network.md
+# Per call id: the positions of the arguments naming objects, and of the mechanisms (whose
+# parameter may name a key): they cross as the server's handles.
+_HANDLE_ARGS = {call.id: (tuple(i for i, (name, _) in enumerate(call.args) if name in OBJECT_ARGS),
+                          tuple(i for i, (_, kind) in enumerate(call.args) if kind == MECHANISM))
+                for call in CALLS}
+# The calls whose results _record turns into virtual handles outside HA mode too.
+_RECORDED = MAKERS | RANDOM_MAKERS | {"destroy_object", "find"}
 
 
 def _kind_of_call(name):
@@ -158,9 +165,6 @@ class NetClient:
             raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"session {handle}")
         return vs
 
-    def _session_channel(self, vs):
-        return self._channel if self.ha else vs.server[0]
-
     # -- handles -----------------------------------------------------------------------
     def _to_server(self, handle):
         if handle < SESSION_HANDLES:
@@ -184,13 +188,16 @@ class NetClient:
         return virtual
 
     def _server_args(self, call, args, vs):
-        out = list(args)
+        objects, mechanisms = _HANDLE_ARGS[call.id]
         if vs is not None:
-            out[0] = vs.server if self.ha else vs.server[1]
-        for i, (name, kind) in enumerate(call.args):
-            if name in OBJECT_ARGS:
-                out[i] = self._to_server(out[i])
-            elif kind == "mechanism" and P.kind_of(out[i].type) == P.KEY_HANDLE and type(out[i].param) is int:
+            args = (vs.server if self.ha else vs.server[1], *args[1:])
+        if not (objects or mechanisms):
+            return args
+        out = list(args)
+        for i in objects:
+            out[i] = self._to_server(out[i])
+        for i in mechanisms:
+            if P.kind_of(out[i].type) == P.KEY_HANDLE and type(out[i].param) is int:
                 out[i] = P.Mechanism(out[i].type, self._to_server(out[i].param))
         return tuple(out)
 
@@ -198,8 +205,11 @@ class NetClient:
     def _invoke(self, call, args):
         for attempt in (0, 1):
             generation = self._generation
-            vs = self.session(args[0]) if call.session else None
-            channel = self._session_channel(vs) if vs is not None else self.channel()
+            if call.session:
+                vs = self._sessions.get(args[0]) or self.session(args[0])  # the latter raises
+                channel = self._channel if self.ha else vs.server[0]
+            else:
+                vs, channel = None, self.channel()
             try:
                 result = channel.call(call, self._server_args(call, args, vs))
             except CKRError as exc:
@@ -209,7 +219,9 @@ class NetClient:
                 if vs is not None and self.ha:
                     self._failed_call(call, vs, exc)
                 raise
-            return self._record(call, args, result, vs)
+            if self.ha or call.name in _RECORDED:
+                return self._record(call, args, result, vs)
+            return result
 
     def _record(self, call, args, result, vs):
         """Turn server handles into ours and remember what a replay needs (HA)."""

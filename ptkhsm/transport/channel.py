@@ -14,11 +14,17 @@ that makes a PKCS#11 call (python-pkcs11 ends an abandoned operation so) at
 any point of a call, on the thread making it. The nested call must neither
 wait for a lock its own thread holds nor read a frame half taken off the
 socket. So the locks a thread holds across Python code are re-entrant, a
-waiter sleeps on a plain lock of its own, and a frame leaves the socket in
-one recv (its header peeked first): at any point where a nested call can
-start, the socket holds whole frames only and the reader state is the
-socket's, so the nested call can read the replies itself, as any reader
-does, while the outer call sleeps under it.
+waiter sleeps on a plain lock of its own, and the bytes a recv takes are the
+channel's before any Python code runs: the recv and the appending of its
+bytes to the channel's buffer are one chain of C calls, and a frame is cut
+off the buffer by bytecode that calls nothing, after a look that no other
+call took one meanwhile. So at any point where a nested call can start, the
+socket and the buffer together hold the stream, and the nested call can read
+the replies itself, as any reader does, while the outer call sleeps under it.
+
+The round trip is spent outside the GIL, so a call opens libptkhsm.so's call
+gate (ptkhsm.gate) once its request is sent: the application's other threads
+make their calls meanwhile, and their requests reach the server together.
 
 With Secure Messaging (ptkhsm/transport/smslink.py) frames are sealed in send
 order and opened in receive order. A finalizer's call landing between the
@@ -36,6 +42,7 @@ import threading
 import time
 
 from .. import constants as C
+from .. import gate
 from .. import wire
 from ..errors import CKRError
 from . import smslink as link
@@ -43,23 +50,23 @@ from . import smslink as link
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
 _NUDGE = 0.05  # seconds a waiting thread sleeps before it looks whether nobody is reading
 _HEADER = 4    # a frame's length prefix
-_PEEK = socket.MSG_PEEK | socket.MSG_WAITALL
+_CHUNK = 1 << 16  # what one recv asks for, unless a longer frame's rest is known to be due
+_ID = struct.Struct(">I")  # the request id that starts a reply's body
 
 
 class _Waiter:
-    __slots__ = ("wake", "kind", "body")
-
-    def __init__(self):
-        self.wake = threading.Lock()  # released when the reply (or the loss) is there
-        self.wake.acquire()
-        self.kind = self.body = None
+    """A call waiting for its reply; made without an __init__ (one per call)."""
+    wake = None  # a lock, once its thread goes to sleep: released when the reply (or the loss) is there
+    kind = body = None
 
 
 def _wake(waiter):
-    try:
-        waiter.wake.release()
-    except RuntimeError:
-        pass  # woken already
+    wake = waiter.wake
+    if wake is not None:
+        try:
+            wake.release()
+        except RuntimeError:
+            pass  # woken already
 
 
 def _timeval(seconds):
@@ -80,6 +87,8 @@ class Channel:
         # server closes the connection (a lost HSM, which HA mode survives) instead of a hang.
         self._send = threading.RLock()
         self._reading = threading.RLock()
+        self._buf = bytearray()  # bytes taken off the socket, not yet cut into frames (by the reading thread)
+        self._sink = collections.deque(maxlen=0)  # runs a chain of C calls to its end
         sock = None
         try:
             if address[0] == UNIX:
@@ -89,13 +98,14 @@ class Channel:
             else:
                 sock = socket.create_connection((address[1], address[2]), timeout=connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # Blocking, with the time-outs in the kernel: only so does recv(MSG_WAITALL) take a
-            # whole frame in one call (Python's time-out mode makes the socket non-blocking).
+            # Blocking, with the time-outs in the kernel: a recv is one system call (Python's
+            # time-out mode polls first) and recv(MSG_WAITALL) takes a long frame's rest at once.
             sock.settimeout(None)
             self.sock = sock
+            self._recv = (functools.partial(sock.recv, _CHUNK),)
             self._timeouts(connect_timeout)
             sock.sendall(wire.hello())
-            kind, body = self._read_frame(None)
+            kind, body = self._next_frame()
             if kind == wire.ERROR:  # the server refused this peer (unixsocket.py): raises its CKRError
                 wire.read_reply(kind, body, None)
             if kind != wire.WELCOME:
@@ -103,7 +113,7 @@ class Channel:
             self.version, self.info = wire.read_welcome(body)
             serial = str(self.info.get("serial"))
             if sms is not None and sms.needed(serial, self.info.get("security_mode") or 0):
-                self.link = link.ClientLink(sms, serial, lambda data: (sock.sendall(data), self._read_frame(None))[1])
+                self.link = link.ClientLink(sms, serial, lambda data: (sock.sendall(data), self._next_frame())[1])
             self._timeouts(self.reply_timeout)
         except (OSError, EOFError, wire.ProtocolError) as exc:
             if sock is not None:
@@ -139,6 +149,7 @@ class Channel:
         except CKRError as exc:   # SMS: the channel has ended
             self._lose(exc)
             raise self.broken from None
+        gate.let_others_in()  # the reply takes a round trip: the application's other threads go on meanwhile
         self._await(waiter)
         if waiter.kind is None:
             raise self.broken
@@ -153,22 +164,31 @@ class Channel:
         between them, so no finalizer can start on this thread while it holds the lock (it
         would keep every other thread's frame back while its own call waited)."""
         try:
-            collections.deque(map(operator.call, (self._send.acquire, functools.partial(self.sock.sendall, data),
-                                                  self._send.release)), maxlen=0)
+            self._sink.extend(map(operator.call, (self._send.acquire, functools.partial(self.sock.sendall, data),
+                                                  self._send.release)))
         except OSError:
             self._send.release()  # the send failed: the release was not reached
             raise
 
     def _await(self, waiter):
-        deadline = None if self.reply_timeout is None else time.monotonic() + self.reply_timeout
+        deadline = None
         while waiter.kind is None and self.broken is None:
             # Re-entrant: a call nested in the reading thread's (a finalizer) reads on.
             if self._reading.acquire(blocking=False):
                 try:
                     while waiter.kind is None and self.broken is None:
                         frame = self._read_frame(waiter)
-                        if frame is not None:
-                            self._deliver(*(frame if self.link is None else self.link.open(*frame)))
+                        if frame is None:
+                            continue
+                        kind, body = frame if self.link is None else self.link.open(*frame)
+                        if len(body) < 4 or (kind != wire.REPLY and kind != wire.ERROR):
+                            raise wire.ProtocolError(f"unexpected frame type {kind}")
+                        got = self._waiting.pop(_ID.unpack_from(body)[0], None)
+                        if got is not None:  # hand it to the call waiting for it (this one's, or another's)
+                            got.body = body
+                            got.kind = kind  # last: a waiter that sees its kind finds its body
+                            if got.wake is not None:
+                                _wake(got)
                 except (OSError, EOFError, wire.ProtocolError) as exc:
                     timed_out = isinstance(exc, (socket.timeout, BlockingIOError))
                     self._lose(f"no reply within {self.reply_timeout} s" if timed_out else str(exc))
@@ -176,56 +196,61 @@ class Channel:
                     self._lose(exc)
                 finally:
                     self._reading.release()
-                    others = list(self._waiting.values())
-                    if others:
-                        _wake(others[0])  # nobody reads now: that thread takes over
+                    if self._waiting:
+                        _wake(list(self._waiting.values())[0])  # nobody reads now: that thread takes over
                 return
+            if waiter.wake is None:
+                # About to sleep: a lock to be woken by, then one more look (the reader may have
+                # left before it could see the lock, and a reply may have come meanwhile).
+                wake = threading.Lock()
+                wake.acquire()
+                waiter.wake = wake
+                deadline = None if self.reply_timeout is None else time.monotonic() + self.reply_timeout
+                continue
             waiter.wake.acquire(timeout=_NUDGE)
             if deadline is not None and time.monotonic() > deadline and waiter.kind is None:
                 self._lose(f"no reply within {self.reply_timeout} s")
 
-    def _read_frame(self, waiter):
-        """-> (type, body) of the next frame, taken off the socket in one recv; or None when
-        `waiter` got its reply, or a nested call took frames, since the caller looked."""
-        taken = self._taken
-        # From here to the recv that takes the frame nothing can start a nested call (no call,
-        # no allocation the collector counts) but the peek itself, after which `taken` is checked.
-        if waiter is not None and waiter.kind is not None:
-            return None
-        head = self.sock.recv(_HEADER, _PEEK)
-        deadline = None
-        while len(head) < _HEADER:
-            if not head:
-                raise EOFError("the peer closed the connection")
-            # A unix socket's peek does not wait for the rest of a header (frames are sent
-            # whole, so this is rare): look again shortly, within the reply time-out.
-            deadline = deadline or time.monotonic() + (self.reply_timeout or 86400)
-            if time.monotonic() > deadline:
-                raise socket.timeout("a frame header cut short")
-            time.sleep(0.001)
-            if self._taken != taken:
-                return None
-            head = self.sock.recv(_HEADER, _PEEK)
-        size = _HEADER + wire.frame_length(head, wire.MAX_FRAME)
-        if self._taken != taken:
-            return None
-        data = self.sock.recv(size, socket.MSG_WAITALL)
-        self._taken += 1
-        while len(data) < size:  # cut short by a signal, the time-out or the end of the stream
-            more = self.sock.recv(size - len(data), socket.MSG_WAITALL)
-            if not more:
-                raise EOFError("the peer closed the connection")
-            data += more
-        return data[_HEADER], data[_HEADER + 1:]
+    def _next_frame(self):
+        """The next frame, while the connection is this thread's alone (the handshakes)."""
+        while True:
+            frame = self._read_frame(None)
+            if frame is not None:
+                return frame
 
-    def _deliver(self, kind, body):
-        if len(body) < 4 or kind not in (wire.REPLY, wire.ERROR):
-            raise wire.ProtocolError(f"unexpected frame type {kind}")
-        waiter = self._waiting.pop(int.from_bytes(body[:4], "big"), None)
-        if waiter is not None:
-            waiter.body = body
-            waiter.kind = kind  # last: a waiter that sees its kind finds its body
-            _wake(waiter)
+    def _read_frame(self, waiter):
+        """-> (type, body) of the next frame; or None when `waiter` got its reply, or a nested
+        call took frames, since the caller looked (it looks again).
+
+        A nested call may start at any call below and take frames: what is looked at is a
+        copy (slicing calls nothing), and the buffer is changed only after a look that no
+        frame was taken since, by bytecode that calls nothing and allocates nothing the
+        collector counts."""
+        taken = self._taken
+        buf = self._buf
+        while True:
+            head = buf[:_HEADER]
+            size = _HEADER + wire.frame_length(head, wire.MAX_FRAME) if len(head) == _HEADER else 0
+            rest = 0
+            if size:
+                frame = buf[:size]
+                if len(frame) == size:
+                    kind, body, cut = frame[_HEADER], bytes(frame[_HEADER + 1:]), slice(0, size)
+                    if self._taken != taken:
+                        return None
+                    del buf[cut]
+                    self._taken = taken + 1
+                    return kind, body
+                rest = size - len(frame)
+            recv = self._recv if rest <= _CHUNK else (functools.partial(self.sock.recv, rest, socket.MSG_WAITALL),)
+            feed = map(buf.extend, map(operator.call, recv))
+            before = len(buf)
+            if self._taken != taken or (waiter is not None and waiter.kind is not None):
+                return None
+            # From the look to the recv, whose bytes join the buffer in C, the same holds.
+            self._sink.extend(feed)
+            if len(buf) == before and self._taken == taken:
+                raise EOFError("the peer closed the connection")
 
     def send_only(self, call, args):
         """A request whose reply nobody waits for (C_Finalize)."""

@@ -1,10 +1,10 @@
-"""Reading frames off a stream socket, both sides: one recv fills a buffer that
-may hold several frames, and `pending()` says whether another is already
+"""Reading frames off a stream socket (the server's side): one recv fills a buffer
+that may hold several frames, and `buffered()` says whether another is already
 there (the server runs a request inline when nothing else waits)."""
 
-import select
-
 from .. import wire
+
+_CHUNK = 1 << 16  # what one recv asks for, unless a longer frame's rest is known to be due
 
 
 class FrameReader:
@@ -14,23 +14,25 @@ class FrameReader:
         self.buf = bytearray()
 
     def _fill(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(min(max(65536, n - len(self.buf)), 1 << 20))
+        buf = self.buf
+        while len(buf) < n:
+            chunk = self.sock.recv(max(_CHUNK, n - len(buf)))
             if not chunk:
                 raise EOFError("the peer closed the connection")
-            self.buf += chunk
+            buf += chunk
 
     def read(self):
         """-> (type, body) of the next frame. Raises EOFError, OSError, wire.ProtocolError."""
-        self._fill(4)
-        n = wire.frame_length(bytes(self.buf[:4]), self.limit)
-        self._fill(4 + n)
-        kind, body = self.buf[4], bytes(self.buf[5:4 + n])
-        del self.buf[:4 + n]
+        buf = self.buf
+        if len(buf) < 4:
+            self._fill(4)
+        size = 4 + wire.frame_length(buf, self.limit)
+        if len(buf) < size:
+            self._fill(size)
+        kind, body = buf[4], bytes(buf[5:size])
+        del buf[:size]
         return kind, body
 
-    def pending(self):
-        if self.buf:
-            return True
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+    def buffered(self):
+        """Some of the next frame is here already."""
+        return bool(self.buf)

@@ -77,7 +77,7 @@ class Handler:
             return self.sms.receive(body, self._request)
         if kind != wire.REQUEST:
             raise wire.ProtocolError(f"unexpected frame type {kind}")
-        return self._request(body, 0)[1]
+        return self._run(*wire.read_request(body), 0)
 
     def _request(self, body, protection):
         """A REQUEST body that came with `protection` (0: a plain frame) -> (Call, reply frame)."""

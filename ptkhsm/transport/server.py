@@ -122,7 +122,7 @@ class Worker:
         handler = Handler(self.hsm, peer)
         write = threading.Lock()
         frames = FrameReader(conn, self.max_frame)
-        pending = []
+        running = set()  # the futures of this connection's requests on the pool
         with self.lock:
             self.connections.add(conn)
         logger.info("connection from %s (worker %d)", peer, os.getpid())
@@ -133,16 +133,17 @@ class Worker:
                     kind, body = frames.read()
                 except EOFError:
                     break
-                pending = [f for f in pending if not f.done()]
                 if handler.app is None:
                     self._send(conn, write, handler.handle(kind, body))
                     conn.settimeout(None)  # an application may sit idle as long as it likes
                     continue
-                if kind != wire.REQUEST or not (pending or frames.pending()):
+                if kind != wire.REQUEST or not (running or frames.buffered()):
                     # nothing else in flight or waiting: run it here, without a thread hand-off
                     self._send(conn, write, handler.handle(kind, body))
                     continue
-                pending.append(self.pool.submit(self._run, handler, conn, write, kind, body))
+                future = self.pool.submit(self._run, handler, conn, write, kind, body)
+                running.add(future)
+                future.add_done_callback(running.discard)
         except wire.ProtocolError as exc:
             reason = f"protocol error: {exc}"
             logger.warning("closing connection from %s: %s", peer, exc)
@@ -151,7 +152,7 @@ class Worker:
         except OSError as exc:
             reason = f"socket error: {exc.strerror or exc}"
         finally:
-            for future in pending:
+            for future in list(running):
                 try:
                     future.result()
                 except Exception:
