@@ -82,7 +82,7 @@ def encode_attributes(entries):
 
 
 def decode_attributes(block):
-    """The inverse of encode_attributes (raises Malformed), for nested templates."""
+    """The inverse of encode_attributes (raises Malformed): the framing of every block."""
     data = bytes(block)
     size = len(data)
     if size < 4:
@@ -118,10 +118,11 @@ def _raw(attr_type, value):
     return schema.encode(attr_type, value)
 
 
-# Decoding whole objects is ExtToken's cold load. A block is read once by the loop of
-# _parse_block; the common kinds are decoded inline with schema.decode's rules (a CK_BBOOL is
-# one byte, non-zero TRUE; a CK_ULONG 8 bytes little-endian; BYTES and UTF8 as they are), the
-# others, and any wrong length, by schema.decode, which refuses what is malformed.
+# Decoding whole objects is ExtToken's cold load. A block of a new shape is read once by
+# _parse_block (decode_attributes' framing, then the values): the common kinds are decoded
+# inline with schema.decode's rules (a CK_BBOOL is one byte, non-zero TRUE; a CK_ULONG 8 bytes
+# little-endian; BYTES and UTF8 as they are), the others, and any wrong length, by
+# schema.decode, which refuses what is malformed.
 _BOOLS = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind == schema.BOOL)
 _ULONGS = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind == schema.ULONG)
 _DECODED = frozenset(t for t, (kind, _) in schema.SCHEMA.items() if kind not in (schema.BYTES, schema.UTF8))
@@ -152,7 +153,8 @@ class _Layout:
 
     def __init__(self, data, entries, decoded):
         codes, special, header = ["<4s"], [], f"{_ATTR.size}s"
-        for attr_type, length, present, _ in entries:
+        for attr_type, raw in entries:
+            present, length = raw is not None, len(raw or b"")
             if present and length == 1 and attr_type in _BOOLS:
                 codes.append(header + "?")
             elif present and length == 8 and attr_type in _ULONGS:
@@ -163,9 +165,10 @@ class _Layout:
                     special.append((attr_type, length))
         self.struct = struct.Struct("".join(codes))
         self.count = data[:4]
-        self.headers = tuple(data[start - _ATTR.size:start] for *_, start in entries)
-        self.types = tuple(attr_type for attr_type, *_ in entries)
-        self.absent = tuple(attr_type for attr_type, _, present, _ in entries if not present)
+        # the headers as encode_attributes writes them (decode_attributes accepts no other)
+        self.headers = tuple(_ATTR.pack(t, len(raw or b""), raw is not None) for t, raw in entries)
+        self.types = tuple(attr_type for attr_type, _ in entries)
+        self.absent = tuple(attr_type for attr_type, raw in entries if raw is None)
         self.fixed = {t: decoded[t] for t, length in special if not length}
         self.later = tuple(t for t, length in special if length)
 
@@ -210,37 +213,19 @@ def _decode_block(block):
 
 
 def _parse_block(data):
-    """The loop: -> (values, number of entries, [(type, length, present, value offset)])."""
-    size = len(data)
-    if size < 4:
-        raise Malformed
-    (count,) = _U32.unpack_from(data, 0)
-    pos, out, entries = 4, {}, []
-    unpack, step, bools, ulongs, decoded = _ATTR.unpack_from, _ATTR.size, _BOOLS, _ULONGS, _DECODED
-    for _ in range(count):
-        if pos + step > size:
-            raise Malformed
-        attr_type, length, present = unpack(data, pos)
-        pos += step
-        end = pos + length
-        if present == 1 and end <= size:
-            if attr_type not in decoded:
-                out[attr_type] = data[pos:end]
-            elif length == 1 and attr_type in bools:
-                out[attr_type] = data[pos] != 0
-            elif length == 8 and attr_type in ulongs:
-                out[attr_type] = _ULONG_LE.unpack_from(data, pos)[0]
-            else:
-                out[attr_type] = _value(attr_type, data[pos:end])
-        elif present == 0 and not length:
-            out[attr_type] = None
+    """The loop: -> (values, number of entries, [(type, raw value or None)])."""
+    entries = decode_attributes(data)
+    out, bools, ulongs, decoded = {}, _BOOLS, _ULONGS, _DECODED
+    for attr_type, raw in entries:
+        if raw is None or attr_type not in decoded:
+            out[attr_type] = raw
+        elif len(raw) == 1 and attr_type in bools:
+            out[attr_type] = raw[0] != 0
+        elif len(raw) == 8 and attr_type in ulongs:
+            out[attr_type] = _ULONG_LE.unpack(raw)[0]
         else:
-            raise Malformed
-        entries.append((attr_type, length, present, pos))
-        pos = end
-    if pos != size:
-        raise Malformed
-    return out, count, entries
+            out[attr_type] = _value(attr_type, raw)
+    return out, len(entries), entries
 
 
 def split(attrs):
