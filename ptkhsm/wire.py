@@ -307,15 +307,19 @@ def read_request(body):
     if call is None:
         raise ProtocolError(f"unknown call {call_id}")
     args = _read_args(body, _KINDS[call_id])
-    if args is not None:
-        return request_id, call, args
+    return request_id, call, _decode_args(body, call) if args is None else args
+
+
+def _decode_args(body, call):
+    """The arguments by the general decoder, checked against the call's signature: the
+    rule, which _read_args' fast path must agree with (raises ProtocolError)."""
     args = decode_value(body, _REQ.size)
     if type(args) is not tuple or len(args) != len(call.args):
         raise ProtocolError(f"{call.name}: wrong number of arguments")
     for (arg, kind), value in zip(call.args, args):
         if not SHAPES[kind](value):
             raise ProtocolError(f"{call.name}: {arg} is not a {kind}")
-    return request_id, call, args
+    return args
 
 
 _KINDS = {call.id: tuple(kind for _, kind in call.args) for call in BY_ID.values()}
