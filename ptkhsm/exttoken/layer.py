@@ -840,9 +840,7 @@ def _keyed_init(name):
             return getattr(self.lower, name)(session, mechanism, key)
         if key < BASE and P.kind_of(mechanism.type) != P.KEY_HANDLE:
             # names no external object: nothing to load, so no lock (as get_attributes)
-            if self._hidden(key):
-                raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"object {key}")
-            return getattr(self.lower, name)(session, mechanism, key)
+            return getattr(self.lower, name)(session, mechanism, self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
         with self._lock:
             return self._with_loaded(session, lambda m, k: getattr(self.lower, name)(session, m, k),
                                      [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
