@@ -7,7 +7,7 @@ from ptkhsm import constants as C
 from ptkhsm.hsm.core import HSM
 from ptkhsm.mechparams import Mechanism
 
-from test_engine import hsm_config, rv_of
+from hsm_engine import hsm_config, rv_of
 
 SO, USER = b"12345678", b"1234"
 RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION

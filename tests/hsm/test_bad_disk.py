@@ -11,7 +11,7 @@ from ptkhsm import constants as C
 from ptkhsm.config import ITEMS, Config
 from ptkhsm.errors import CKRError, ConfigError
 
-from test_engine import RW, SO, USER, make_hsm, user_session  # noqa: F401
+from hsm_engine import RW, SO, USER, make_hsm, user_session  # noqa: F401
 
 BAD = {"int": ["many", "", "0x", "1e3", "-1", "99999999999"], "bool": ["maybe", "2"], "path": [""]}
 

@@ -6,7 +6,7 @@ from ptkhsm import constants as C
 from ptkhsm.errors import CKRError
 from ptkhsm.mechparams import Mechanism
 
-from test_engine import hsm, rv_of, user_session  # noqa: F401 (fixture)
+from hsm_engine import hsm, rv_of, user_session  # noqa: F401 (fixture)
 
 
 def test_after_a_length_query_only_the_same_call(hsm):

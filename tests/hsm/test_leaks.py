@@ -9,7 +9,7 @@ import pytest
 from ptkhsm import constants as C
 from ptkhsm.errors import CKRError
 
-from test_engine import RW, hsm, make_hsm, user_session  # noqa: F401 (fixture)
+from hsm_engine import RW, hsm, make_hsm, user_session  # noqa: F401 (fixture)
 
 
 def _data_object(hsm, s, private, label=b"churn"):

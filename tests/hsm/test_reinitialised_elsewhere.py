@@ -6,7 +6,7 @@ from ptkhsm import constants as C
 from ptkhsm.hsm.core import HSM
 from ptkhsm.mechparams import Mechanism
 
-from test_engine import RW, SO, USER, aes_key, hsm_config, rv_of
+from hsm_engine import RW, SO, USER, aes_key, hsm_config, rv_of
 
 NEW_USER = b"5678"
 

@@ -13,7 +13,7 @@ from ptkhsm import constants as C
 from ptkhsm import schema
 from ptkhsm.errors import CKRError
 
-from test_engine import RW, SO, USER, make_hsm, user_session
+from hsm_engine import RW, SO, USER, make_hsm, user_session
 
 SECRET = bytes.fromhex("0123456789abcdef" * 4)
 

@@ -7,7 +7,7 @@ from ptkhsm import constants as C
 from ptkhsm.hsm import adapter
 from ptkhsm.hsm.core import HSM
 from ptkhsm.mechparams import Mechanism
-from tests.hsm.test_engine import RO, RW, SO, USER, find, hsm_config, rv_of
+from hsm_engine import RO, RW, SO, USER, find, hsm_config, rv_of
 
 ADMIN = 2  # two user slots, then the Admin Token
 
