@@ -50,15 +50,13 @@ def field(data):
 def fields(data, count):
     """data as exactly `count` fields -> their values (raises Malformed)."""
     data = bytes(data)
-    size, pos, out = len(data), 0, []
+    size, pos, out, length = len(data), 0, [], _U32.unpack_from
     for _ in range(count):
-        if pos + 4 > size:
+        start = pos + 4
+        if start > size:
             raise Malformed
-        end = pos + 4 + _U32.unpack_from(data, pos)[0]
-        if end > size:
-            raise Malformed
-        out.append(data[pos + 4:end])
-        pos = end
+        pos = start + length(data, pos)[0]
+        out.append(data[start:pos])     # cut short if pos > size: then pos != size below
     if pos != size:
         raise Malformed
     return out
