@@ -294,6 +294,9 @@ def _decryptor(key):
     return remembered(key, "des3-cbc-decrypt", lambda attrs: _Des3CbcDecrypt(des.cipher(attrs[C.CKA_VALUE])))
 
 
+_NO_MAC_KEY = bytes(MAC_KEY_LEN)
+
+
 def _mac(key, data):
     ctx = cmac.CMAC(des.cipher(key))
     ctx.update(data)
@@ -314,10 +317,18 @@ class WrapKey:
             version, iv, encrypted, clear_block, tag = fields(wrapped, 5)
             if version != VERSION or len(iv) != des.BLOCK:
                 raise Malformed
-            mac_key, secret_block = fields(_decryptor(key)(iv, encrypted), 2)
-            if len(mac_key) != MAC_KEY_LEN:
-                raise Malformed
-            _mac(mac_key, signed_part(wrapped, tag)).verify(tag)
+            signed = signed_part(wrapped, tag)
+            try:
+                mac_key, secret_block = fields(_decryptor(key)(iv, encrypted), 2)
+                if len(mac_key) != MAC_KEY_LEN:
+                    raise Malformed
+            except (Malformed, ValueError):
+                # E is CBC, unauthenticated until the MAC: what it decrypted to must not show in
+                # the time the answer takes, or bad padding answered early would be an oracle
+                # on cK. The MAC is computed all the same (with a key of no cryptogram).
+                _mac(_NO_MAC_KEY, signed).finalize()
+                raise
+            _mac(mac_key, signed).verify(tag)
         except (Malformed, ValueError, InvalidSignature):
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
         # Authenticated from here: what fails now was built wrong, not changed in transit.
