@@ -21,7 +21,6 @@ object nor tell which check caught it.
 
 import os
 import struct
-import threading
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import cmac, padding
@@ -253,45 +252,20 @@ def decode_object(clear_block, secret_block):
 
 
 def _des3(key):
-    """The wrapping key's TripleDES, kept with the key (the master key wraps every ExtToken
-    object)."""
+    """The wrapping key's TripleDES, kept with the key (the master key wraps and unwraps every
+    ExtToken object)."""
     return remembered(key, "des3", lambda attrs: des.cipher(attrs[C.CKA_VALUE]))
 
 
-def _des3_cbc_pad_encrypt(des3, iv, data):
-    padder = padding.PKCS7(64).padder()
-    ctx = Cipher(des3, modes.CBC(iv)).encryptor()
-    return ctx.update(padder.update(data) + padder.finalize()) + ctx.finalize()
-
-
-class _Des3CbcDecrypt:
-    """DES3-CBC-PAD decryption under one wrapping key, kept with the key (see _decryptor).
-
-    A CBC context is bound to its IV, and making one (cipher object, mode, OpenSSL context,
-    key schedule) cost more than the decryption of a cryptogram's E. So the key keeps one ECB
-    context, and CBC is done on top of it: P[i] = D(C[i]) XOR C[i-1], C[0] being the IV. The
-    ECB context keeps no state between calls given whole blocks (nothing else reaches it); a
-    context is not safe to share between threads, hence the lock."""
-
-    __slots__ = ("_ecb", "_lock")
-
-    def __init__(self, des3):
-        self._ecb = Cipher(des3, modes.ECB()).decryptor()
-        self._lock = threading.Lock()
-
-    def __call__(self, iv, data):
-        """-> the plaintext, unpadded; ValueError if not whole blocks or on bad padding."""
-        if not data or len(data) % des.BLOCK:
-            raise ValueError("not whole blocks")
-        with self._lock:
-            decrypted = self._ecb.update(data)
-        chained = int.from_bytes(decrypted, "big") ^ int.from_bytes(iv + data[:-des.BLOCK], "big")
-        unpadder = padding.PKCS7(64).unpadder()
-        return unpadder.update(chained.to_bytes(len(data), "big")) + unpadder.finalize()
-
-
-def _decryptor(key):
-    return remembered(key, "des3-cbc-decrypt", lambda attrs: _Des3CbcDecrypt(des.cipher(attrs[C.CKA_VALUE])))
+def _des3_cbc_pad(des3, iv, data, encrypt):
+    algorithm = Cipher(des3, modes.CBC(iv))
+    if encrypt:
+        padder = padding.PKCS7(64).padder()
+        ctx = algorithm.encryptor()
+        return ctx.update(padder.update(data) + padder.finalize()) + ctx.finalize()
+    ctx, unpadder = algorithm.decryptor(), padding.PKCS7(64).unpadder()
+    plain = ctx.update(data) + ctx.finalize()       # ValueError if not whole blocks
+    return unpadder.update(plain) + unpadder.finalize()  # ValueError on bad padding
 
 
 _NO_MAC_KEY = bytes(MAC_KEY_LEN)
@@ -308,7 +282,7 @@ class WrapKey:
         clear, secret = split(attrs)
         mac_key, iv = des.random_key(MAC_KEY_LEN), os.urandom(des.BLOCK)
         inner = field(mac_key) + field(secret)
-        encrypted = _des3_cbc_pad_encrypt(_des3(wrapping_key), iv, inner)
+        encrypted = _des3_cbc_pad(_des3(wrapping_key), iv, inner, encrypt=True)
         body = field(VERSION) + field(iv) + field(encrypted) + field(clear)
         return body + field(_mac(mac_key, body).finalize())
 
@@ -319,7 +293,7 @@ class WrapKey:
                 raise Malformed
             signed = signed_part(wrapped, tag)
             try:
-                mac_key, secret_block = fields(_decryptor(key)(iv, encrypted), 2)
+                mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
                 if len(mac_key) != MAC_KEY_LEN:
                     raise Malformed
             except (Malformed, ValueError):
