@@ -338,8 +338,12 @@ class Application:
         with self._lock:
             if self.sessions.get(session.handle) is not session:  # closed by another thread meanwhile
                 raise CKRError(C.CKR_SESSION_CLOSED, f"session {session.handle} closed during the call")
-            self._refresh(session, token)
             persistent = [a for a in attrs_list if a[C.CKA_TOKEN]]
+            # Token objects go to the store: read it first (another HSM may have re-initialised
+            # the token). Session objects stay here, as an operation's state does: asked only
+            # after a notified change (no query; ExtToken's loaded copies are such objects).
+            if persistent or token.stale():
+                self._refresh(session, token)
             stored = iter(token.store_new(persistent)) if persistent else iter(())
             handles = []
             for attrs in attrs_list:

@@ -176,9 +176,10 @@ class Token:
     def stale(self):
         """Whether another HSM's change has been notified since the objects were loaded.
         Asked by calls that otherwise never look at the store (C_OpenSession, operation
-        inits), so only of a store whose version() costs no query (PostgreSQL's
-        notifications); False for sqlite, whose processes see a change at their next
-        find, login, create or C_GetTokenInfo. False before the first load, too."""
+        inits, new session objects), so only of a store whose version() costs no query
+        (PostgreSQL's notifications); False for sqlite, whose processes see a change at
+        their next find, login, token object creation or C_GetTokenInfo. False before the
+        first load, too."""
         return (self.store.notifies and self._seen_version is not None
                 and self.store.version() != self._seen_version)
 

@@ -49,15 +49,13 @@ def field(data):
 def fields(data, count):
     """data as exactly `count` fields -> their values (raises Malformed)."""
     data = bytes(data)
-    size, pos, out = len(data), 0, []
+    size, pos, out, length = len(data), 0, [], _U32.unpack_from
     for _ in range(count):
-        if pos + 4 > size:
+        start = pos + 4
+        if start > size:
             raise Malformed
-        end = pos + 4 + _U32.unpack_from(data, pos)[0]
-        if end > size:
-            raise Malformed
-        out.append(data[pos + 4:end])
-        pos = end
+        pos = start + length(data, pos)[0]
+        out.append(data[start:pos])     # cut short if pos > size: then pos != size below
     if pos != size:
         raise Malformed
     return out
@@ -142,31 +140,37 @@ class _Layout:
     """The shape of a block that decoded: its entries' headers (type, length, presence), in order.
 
     The objects of a token share a few shapes, so the next block of one shape is read by one
-    struct.unpack of its headers and values instead of a loop over its entries; it is that
-    shape only if every header unpacked equals the shape's (the size is the struct's), and then
-    each value decodes as it did in the loop: CK_BBOOLs and CK_ULONGs by the struct ('?': non-zero
-    is TRUE, '<Q'), bytes as they are, empty values of other kinds to what they decoded to, and
-    the rest by _value again. A shape keeps no value of any object: headers, and what an empty
-    value decodes to."""
+    struct.unpack of its values instead of a loop over its entries; it is that shape only if its
+    size is the struct's and its count and headers are the shape's: the bytes under `mask` (those
+    of the count and of every header) equal `expected`, i.e. the block is the shape's headers with
+    some values in between (one integer test instead of a bytes object per header). Each value then
+    decodes as it did in the loop: CK_BBOOLs and CK_ULONGs by the struct ('?': non-zero is TRUE,
+    '<Q'), bytes as they are, empty values of other kinds to what they decoded to, and the rest by
+    _value again. A shape keeps no value of any object: headers, and what an empty value decodes to."""
 
-    __slots__ = ("struct", "count", "headers", "types", "absent", "fixed", "later")
+    __slots__ = ("struct", "mask", "expected", "types", "absent", "fixed", "later")
 
     def __init__(self, data, entries, decoded):
-        codes, special, header = ["<4s"], [], f"{_ATTR.size}s"
+        codes, special, skip = ["<4x"], [], f"{_ATTR.size}x"
+        mask = bytearray(len(data))
+        mask[:4] = b"\xff" * 4
+        pos = 4
         for attr_type, raw in entries:
             present, length = raw is not None, len(raw or b"")
+            mask[pos:pos + _ATTR.size] = b"\xff" * _ATTR.size
+            pos += _ATTR.size + length
             if present and length == 1 and attr_type in _BOOLS:
-                codes.append(header + "?")
+                codes.append(skip + "?")
             elif present and length == 8 and attr_type in _ULONGS:
-                codes.append(header + "Q")
+                codes.append(skip + "Q")
             else:
-                codes.append(f"{header}{length}s")
+                codes.append(f"{skip}{length}s")
                 if present and attr_type in _DECODED:
                     special.append((attr_type, length))
         self.struct = struct.Struct("".join(codes))
-        self.count = data[:4]
+        self.mask = int.from_bytes(mask, "big")
         # the headers as encode_attributes writes them (decode_attributes accepts no other)
-        self.headers = tuple(_ATTR.pack(t, len(raw or b""), raw is not None) for t, raw in entries)
+        self.expected = int.from_bytes(data, "big") & self.mask
         self.types = tuple(attr_type for attr_type, _ in entries)
         self.absent = tuple(attr_type for attr_type, raw in entries if raw is None)
         self.fixed = {t: decoded[t] for t, length in special if not length}
@@ -174,12 +178,9 @@ class _Layout:
 
     def read(self, data):
         """-> {type: value, None if absent}, or None if the block is not of this shape."""
-        if len(data) != self.struct.size:
+        if len(data) != self.struct.size or int.from_bytes(data, "big") & self.mask != self.expected:
             return None
-        values = self.struct.unpack(data)
-        if values[0] != self.count or values[1::2] != self.headers:
-            return None
-        out = dict(zip(self.types, values[2::2]))
+        out = dict(zip(self.types, self.struct.unpack(data)))
         for attr_type in self.absent:
             out[attr_type] = None
         out.update(self.fixed)
@@ -267,6 +268,9 @@ def _des3_cbc_pad(des3, iv, data, encrypt):
     return unpadder.update(plain) + unpadder.finalize()  # ValueError on bad padding
 
 
+_NO_MAC_KEY = bytes(MAC_KEY_LEN)
+
+
 def _mac(key, data):
     ctx = cmac.CMAC(des.cipher(key))
     ctx.update(data)
@@ -287,10 +291,18 @@ class WrapKey:
             version, iv, encrypted, clear_block, tag = fields(wrapped, 5)
             if version != VERSION or len(iv) != des.BLOCK:
                 raise Malformed
-            mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
-            if len(mac_key) != MAC_KEY_LEN:
-                raise Malformed
-            _mac(mac_key, signed_part(wrapped, tag)).verify(tag)
+            signed = signed_part(wrapped, tag)
+            try:
+                mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
+                if len(mac_key) != MAC_KEY_LEN:
+                    raise Malformed
+            except (Malformed, ValueError):
+                # E is CBC, unauthenticated until the MAC: what it decrypted to must not show in
+                # the time the answer takes, or bad padding answered early would be an oracle
+                # on cK. The MAC is computed all the same (with a key of no cryptogram).
+                _mac(_NO_MAC_KEY, signed).finalize()
+                raise
+            _mac(mac_key, signed).verify(tag)
         except (Malformed, ValueError, InvalidSignature):
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
         # Authenticated from here: what fails now was built wrong, not changed in transit.
