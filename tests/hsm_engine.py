@@ -29,15 +29,20 @@ def rv_of(call, *args):
     return info.value.rv
 
 
-@pytest.fixture
-def hsm(tmp_path):
-    hsm = make_hsm(tmp_path)
-    hsm.init_token(0, SO, b"engine".ljust(32))
+def ready_hsm(path, label=b"engine", **items):
+    """An HSM whose slot-0 token is initialised, with the user PIN set."""
+    hsm = make_hsm(path, **items)
+    hsm.init_token(0, SO, label.ljust(32))
     s = hsm.open_session(0, RW)
     hsm.login(s, C.CKU_SO, SO)
     hsm.init_pin(s, USER)
     hsm.close_session(s)
     return hsm
+
+
+@pytest.fixture
+def hsm(tmp_path):
+    return ready_hsm(tmp_path)
 
 
 def user_session(hsm, flags=RW):

@@ -11,7 +11,7 @@ from ptkhsm import constants as C
 from ptkhsm.config import ITEMS, Config
 from ptkhsm.errors import CKRError, ConfigError
 
-from hsm_engine import RW, SO, USER, make_hsm, user_session  # noqa: F401
+from hsm_engine import make_hsm, ready_hsm, user_session
 
 BAD = {"int": ["many", "", "0x", "1e3", "-1", "99999999999"], "bool": ["maybe", "2"], "path": [""]}
 
@@ -58,12 +58,7 @@ def _filled(hsm):
 
 
 def _ready(path):
-    hsm = make_hsm(path)
-    hsm.init_token(0, SO, b"disk".ljust(32))
-    s = hsm.open_session(0, RW)
-    hsm.login(s, C.CKU_SO, SO)
-    hsm.init_pin(s, USER)
-    hsm.close_session(s)
+    hsm = ready_hsm(path, b"disk")
     _filled(hsm)
     hsm.store._db.close()
 

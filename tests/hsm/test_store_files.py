@@ -13,7 +13,7 @@ from ptkhsm import constants as C
 from ptkhsm import schema
 from ptkhsm.errors import CKRError
 
-from hsm_engine import RW, SO, USER, make_hsm, user_session
+from hsm_engine import RW, make_hsm, ready_hsm, user_session
 
 SECRET = bytes.fromhex("0123456789abcdef" * 4)
 
@@ -27,13 +27,7 @@ def _public_key(hsm):
 
 
 def _ready(path, **items):
-    hsm = make_hsm(path, **items)
-    hsm.init_token(0, SO, b"files".ljust(32))
-    s = hsm.open_session(0, RW)
-    hsm.login(s, C.CKU_SO, SO)
-    hsm.init_pin(s, USER)
-    hsm.close_session(s)
-    return hsm
+    return ready_hsm(path, b"files", **items)
 
 
 def _count_public(path, **items):
