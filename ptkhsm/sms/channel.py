@@ -58,7 +58,7 @@ HELLO, ACCEPT, FINISHED, DATA, CLOSE = 1, 2, 3, 4, 5
 ENCRYPTED, SIGNED = 0x1, 0x2
 
 _HEADER = struct.Struct(">BBBIQI")  # version, kind, protection, epoch, sequence, body length
-_HEADER_SIZE = _HEADER.size
+HEADER_SIZE = _HEADER.size
 MAX_BODY = 1 << 26
 NONCE = 32
 _TO_HSM, _FROM_HSM = b"request", b"reply"
@@ -173,19 +173,19 @@ def frame(kind, body, protection=0, epoch=0, sequence=0):
 def _header(record):
     """-> (kind, protection, epoch, sequence) of a record whose framing holds; framing
     errors are SMS errors."""
-    if len(record) < _HEADER_SIZE:
+    if len(record) < HEADER_SIZE:
         raise CKRError(C.CKR_SMS_ERROR, "SMS: record shorter than its header")
     version, kind, protection, epoch, sequence, length = _HEADER.unpack_from(record)
     if version != VERSION:
         raise CKRError(C.CKR_SMS_ERROR, f"SMS: record version {version}, this side speaks {VERSION}")
-    if length > MAX_BODY or len(record) != _HEADER_SIZE + length:
+    if length > MAX_BODY or len(record) != HEADER_SIZE + length:
         raise CKRError(C.CKR_SMS_ERROR, "SMS: record length does not match its header")
     return kind, protection, epoch, sequence
 
 
 def unframe(record):
     """-> (kind, protection, epoch, sequence, header, body)."""
-    return (*_header(record), record[:_HEADER_SIZE], record[_HEADER_SIZE:])
+    return (*_header(record), record[:HEADER_SIZE], record[HEADER_SIZE:])
 
 
 class _Direction:
@@ -297,13 +297,13 @@ class Channel:
                     raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {inc.epoch}")
                 if protection & SIGNED:
                     end = len(record) - inc.tag_len
-                    if end < _HEADER_SIZE:
+                    if end < HEADER_SIZE:
                         raise CKRError(self.bad_mac_rv, "SMS: record shorter than its MAC")
                     if not hmac.compare_digest(record[end:], inc.tag(memoryview(record)[:end])):
                         raise CKRError(self.bad_mac_rv, "SMS: record MAC does not verify")
-                    body = record[_HEADER_SIZE:end]
+                    body = record[HEADER_SIZE:end]
                 else:
-                    body = record[_HEADER_SIZE:]
+                    body = record[HEADER_SIZE:]
                 # checked after the MAC, so a forged record cannot learn the expected number
                 if sequence != inc.sequence:
                     raise CKRError(C.CKR_SMS_ERROR, f"SMS: record {sequence} out of order (expected "
