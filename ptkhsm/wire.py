@@ -30,6 +30,8 @@ _HELLO = struct.Struct(">7sHH")    # magic, lowest and highest version spoken
 _ERR = struct.Struct(">IQ")        # request id, CK_RV
 _REQ_HEAD = struct.Struct(">IBIHBI")  # room for the length, REQUEST, request id, call id, the args' tuple tag and count
 _REPLY_HEAD = struct.Struct(">IBI")   # room for the length, REPLY, request id
+_REPLY_BYTES = struct.Struct(">IBIBI")  # a whole reply frame's head with a bytes value: ..., T_BYTES, its length
+_REPLY_NONE = struct.Struct(">IBIB")    # a whole reply frame of None: ..., T_NONE
 _ULONG = struct.Struct(">BBQ")        # an integer of 0..2^64-1 as the encoder writes it: T_INT, 8, its 8 bytes
 
 
@@ -306,7 +308,7 @@ def read_request(body):
     call = BY_ID.get(call_id)
     if call is None:
         raise ProtocolError(f"unknown call {call_id}")
-    args = _read_args(body, _KINDS[call_id])
+    args = _read_args(body, _LAYOUTS[call_id])
     return request_id, call, _decode_args(body, call) if args is None else args
 
 
@@ -322,21 +324,40 @@ def _decode_args(body, call):
     return args
 
 
-_KINDS = {call.id: tuple(kind for _, kind in call.args) for call in BY_ID.values()}
-_ARGS_AT = _REQ.size + 5  # after the request id, the call id, the tuple's tag and its count
+def _layout(kinds):
+    """How _read_args reads a call's arguments: one unpack for the tuple's tag and count and
+    the leading ulongs (the encoder writes every ulong in 8 bytes), then the other kinds one
+    by one. -> (Struct, the tag bytes it must find, the kinds after the leading ulongs)."""
+    lead = 0
+    while lead < len(kinds) and kinds[lead] is ULONG:
+        lead += 1
+    tuple_head, ulong_head = bytes((T_TUPLE,)) + _LEN.pack(len(kinds)), bytes((T_INT, 8))
+    if not lead:
+        return struct.Struct(">5s"), (tuple_head,), kinds
+    # tags and values alternate: the tuple's head with the first ulong's, then each value and
+    # the next one's tag
+    head = struct.Struct(">7sQ" + "2sQ" * (lead - 1))
+    return head, (tuple_head + ulong_head,) + (ulong_head,) * (lead - 1), kinds[lead:]
 
 
-def _read_args(body, kinds):
+_LAYOUTS = {call.id: _layout(tuple(kind for _, kind in call.args)) for call in BY_ID.values()}
+
+
+def _read_args(body, layout):
     """The arguments of a well-formed request, read by their kinds in the call table, or
     None: then the general decoder runs and says what is wrong. Ulongs, optional ulongs and
     bytes (most arguments) are read here, without a function call each; every value taken
     here is one the general decoder and the shape checks would give and accept."""
+    head, tags, kinds = layout
     try:
-        if body[_REQ.size] != T_TUPLE or _LEN.unpack_from(body, _REQ.size + 1)[0] != len(kinds):
+        values = head.unpack_from(body, _REQ.size)
+        if values[::2] != tags:
             return None
+        pos = _REQ.size + head.size
         end = len(body)
-        pos = _ARGS_AT
-        args = []
+        if not kinds:
+            return values[1::2] if pos == end else None
+        args = list(values[1::2])
         for kind in kinds:
             tag = body[pos]
             if tag == T_INT and (kind is ULONG or kind is OPT_ULONG):
@@ -386,6 +407,12 @@ def _read_args(body, kinds):
 
 
 def reply(request_id, value):
+    if type(value) is bytes:   # the commonest reply, an output: one pack and one join
+        if len(value) + _REPLY_BYTES.size - 4 > MAX_FRAME:
+            raise ValueError(f"frame of {len(value) + _REPLY_BYTES.size - 4} bytes exceeds the limit")
+        return _REPLY_BYTES.pack(len(value) + _REPLY_BYTES.size - 4, REPLY, request_id, T_BYTES, len(value)) + value
+    if value is None:
+        return _REPLY_NONE.pack(_REPLY_NONE.size - 4, REPLY, request_id, T_NONE)
     out = bytearray(_REPLY_HEAD.pack(0, REPLY, request_id))
     _encode((value,), out)
     return _framed(out)
@@ -398,12 +425,18 @@ def error(request_id, exc):
     return frame(ERROR, bytes(out))
 
 
+_BYTES_REPLIES = (BYTES, OUT)
+
+
 def read_reply(kind, body, call):
     """-> (request id, value) of a REPLY, raising the CKRError of an ERROR."""
     if kind == REPLY:
         if len(body) < 4:
             raise ProtocolError("truncated reply")
         request_id = _LEN.unpack_from(body)[0]
+        if call.reply in _BYTES_REPLIES and len(body) >= 9 and body[4] == T_BYTES \
+                and _LEN.unpack_from(body, 5)[0] == len(body) - 9:
+            return request_id, bytes(body[9:])   # an output, the commonest reply: what _decode would give
         value, end = _decode(body, 4, 0)
         if end != len(body):
             raise ProtocolError("trailing bytes after the value")

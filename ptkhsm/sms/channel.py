@@ -56,9 +56,10 @@ LEGACY_FIRMWARE_BELOW = (5, 1, 0)  # PTK-C: firmware 5.01.00 and newer speaks AD
 HELLO, ACCEPT, FINISHED, DATA, CLOSE = 1, 2, 3, 4, 5
 # protection bits of a record
 ENCRYPTED, SIGNED = 0x1, 0x2
+_SAFE = (0, SIGNED, ENCRYPTED | SIGNED)   # what a record may claim: never encryption without a MAC
 
 _HEADER = struct.Struct(">BBBIQI")  # version, kind, protection, epoch, sequence, body length
-_HEADER_SIZE = _HEADER.size
+HEADER_SIZE = _HEADER.size
 MAX_BODY = 1 << 26
 NONCE = 32
 _TO_HSM, _FROM_HSM = b"request", b"reply"
@@ -173,19 +174,19 @@ def frame(kind, body, protection=0, epoch=0, sequence=0):
 def _header(record):
     """-> (kind, protection, epoch, sequence) of a record whose framing holds; framing
     errors are SMS errors."""
-    if len(record) < _HEADER_SIZE:
+    if len(record) < HEADER_SIZE:
         raise CKRError(C.CKR_SMS_ERROR, "SMS: record shorter than its header")
     version, kind, protection, epoch, sequence, length = _HEADER.unpack_from(record)
     if version != VERSION:
         raise CKRError(C.CKR_SMS_ERROR, f"SMS: record version {version}, this side speaks {VERSION}")
-    if length > MAX_BODY or len(record) != _HEADER_SIZE + length:
+    if length > MAX_BODY or len(record) != HEADER_SIZE + length:
         raise CKRError(C.CKR_SMS_ERROR, "SMS: record length does not match its header")
     return kind, protection, epoch, sequence
 
 
 def unframe(record):
     """-> (kind, protection, epoch, sequence, header, body)."""
-    return (*_header(record), record[:_HEADER_SIZE], record[_HEADER_SIZE:])
+    return (*_header(record), record[:HEADER_SIZE], record[HEADER_SIZE:])
 
 
 class _Direction:
@@ -258,6 +259,7 @@ class Channel:
         self.out = _Direction(suite, master, transcript, sending)
         self.inc = _Direction(suite, master, transcript, receiving)
         self.bad_mac_rv = bad_mac_rv
+        self.block = suite.block
         self.blocks = 0          # cipher blocks encrypted and decrypted on this side
         self.rollovers = 0
         self.open = True
@@ -272,7 +274,7 @@ class Channel:
             if protection & ENCRYPTED:
                 protection |= SIGNED  # never encryption without integrity
                 body = out.encrypt(payload)
-                self.blocks += -(-len(payload) // self.suite.block)
+                self.blocks += -(-len(payload) // self.block)
             else:
                 body = payload
             if not protection & SIGNED:
@@ -289,21 +291,23 @@ class Channel:
         try:
             with inc.lock:
                 kind, protection, epoch, sequence = _header(record)
-                if protection & ~(ENCRYPTED | SIGNED) or (protection & ENCRYPTED and not protection & SIGNED):
+                if protection not in _SAFE:
                     raise CKRError(C.CKR_SMS_ERROR, "SMS: unknown or unsafe protection bits")
-                if epoch == inc.epoch + 1:
+                if epoch != inc.epoch:
+                    if epoch != inc.epoch + 1:
+                        raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {inc.epoch}")
                     inc.rekey(epoch)   # the sender rolled over: follow it
-                elif epoch != inc.epoch:
-                    raise CKRError(C.CKR_SMS_ERROR, f"SMS: record of key epoch {epoch}, expected {inc.epoch}")
                 if protection & SIGNED:
                     end = len(record) - inc.tag_len
-                    if end < _HEADER_SIZE:
+                    if end < HEADER_SIZE:
                         raise CKRError(self.bad_mac_rv, "SMS: record shorter than its MAC")
-                    if not hmac.compare_digest(record[end:], inc.tag(memoryview(record)[:end])):
+                    view = memoryview(record)
+                    if not hmac.compare_digest(view[end:], inc.tag(view[:end])):
                         raise CKRError(self.bad_mac_rv, "SMS: record MAC does not verify")
-                    body = record[_HEADER_SIZE:end]
+                    # an encrypted body is decrypted from the record itself: one copy fewer
+                    body = view[HEADER_SIZE:end] if protection & ENCRYPTED else record[HEADER_SIZE:end]
                 else:
-                    body = record[_HEADER_SIZE:]
+                    body = record[HEADER_SIZE:]
                 # checked after the MAC, so a forged record cannot learn the expected number
                 if sequence != inc.sequence:
                     raise CKRError(C.CKR_SMS_ERROR, f"SMS: record {sequence} out of order (expected "
@@ -311,7 +315,7 @@ class Channel:
                 inc.sequence = sequence + 1
                 if protection & ENCRYPTED:
                     body = inc.decrypt(body)
-                    self.blocks += -(-len(body) // self.suite.block)
+                    self.blocks += -(-len(body) // self.block)
                 if kind == CLOSE:
                     self.end()
                 return kind, protection, body
@@ -394,14 +398,15 @@ class ClientChannel:
 
     def __init__(self, channel, blocks, hours, clock):
         self.channel, self.limit_blocks, self.limit_seconds, self.clock = channel, blocks, hours * 3600, clock
-        self.started = clock()
+        self.roll_at = clock() + self.limit_seconds
         self.unseal = channel.unseal   # nothing to add on receipt: no wrapper call per record
 
     def seal(self, payload, protection):
-        if self.channel.blocks >= self.limit_blocks or self.clock() - self.started >= self.limit_seconds:
-            self.channel.roll_over()
-            self.started = self.clock()
-        return self.channel.seal(payload, protection)
+        channel = self.channel
+        if channel.blocks >= self.limit_blocks or self.clock() >= self.roll_at:
+            channel.roll_over()
+            self.roll_at = self.clock() + self.limit_seconds
+        return channel.seal(payload, protection)
 
     @property
     def counters(self):
@@ -465,11 +470,12 @@ class ServerChannel:
         self.seal = channel.seal   # the reply is sealed in the epoch unseal() followed
 
     def unseal(self, record):
-        kind, protection, payload = self.channel.unseal(record)
-        if self.channel.inc.epoch > self.channel.out.epoch:
-            self.channel.out.rekey(self.channel.inc.epoch)
-            self.channel.blocks = 0
-        elif self.channel.blocks > 2 * self.limit_blocks:
-            self.channel.end()
+        channel = self.channel
+        kind, protection, payload = channel.unseal(record)
+        if channel.inc.epoch > channel.out.epoch:
+            channel.out.rekey(channel.inc.epoch)
+            channel.blocks = 0
+        elif channel.blocks > 2 * self.limit_blocks:
+            channel.end()
             raise CKRError(C.CKR_KEY_ROLLOVER, "SMS: the client did not roll its keys over")
         return kind, protection, payload

@@ -8,9 +8,14 @@ network server runs), so the same records, checks and refusals apply on both
 transports. `TAP` lets a test see and change every frame that crosses.
 
 Calls of one application are serialised on its channel (one record in flight:
-the sequence numbers follow the calls' order).
+the sequence numbers follow the calls' order). No garbage collection runs during
+an exchange: a collection there may finalise a host's object that calls back into
+the module on the same thread (python-pkcs11 ends an abandoned operation so), and
+that call would wait forever for the channel its own thread holds. The
+collection runs once the exchange is over, and the finaliser's call with it.
 """
 
+import gc
 import threading
 
 from .. import constants as C
@@ -58,12 +63,17 @@ class LocalChannel:
         with self._lock:
             if self.broken is not None:
                 raise self.broken
+            collecting = gc.isenabled()   # read and set under the lock: exchanges do not nest
+            gc.disable()
             try:
                 kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
             except CKRError as exc:
                 if exc.rv in link.SMS_RVS:
                     self.broken = exc     # the channel has ended: so has this application
                 raise
+            finally:
+                if collecting:
+                    gc.enable()
         return wire.read_reply(kind, body, call)[1]
 
     def close(self):

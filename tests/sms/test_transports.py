@@ -3,6 +3,7 @@ TAP) and over TCP (a forwarding proxy on 127.0.0.1 capturing the loopback bytes 
 the client library and a real `ptkhsm serve`)."""
 
 import contextlib
+import gc
 import hmac
 import struct
 import threading
@@ -204,6 +205,44 @@ def test_full_encryption_leaves_no_plaintext_attribute(tmp_path, transport):
     assert NEEDLE not in everything and SECRET not in everything and USER not in everything
     data = records(tap, "request") + records(tap, "reply")
     assert all(r[1] == ch.ENCRYPTED | ch.SIGNED for r in data if r[0] == ch.DATA)
+
+
+def test_a_finaliser_that_calls_back_during_an_exchange_runs_after_it(tmp_path):
+    """A garbage collection during an in-process exchange may finalise a host's object that
+    calls the module again on the same thread (python-pkcs11 ends an abandoned operation
+    so). That call neither waits forever for the channel its own thread holds nor overtakes
+    the record in flight: it runs once the exchange is over, and both calls succeed."""
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, SMS_FLAGS)
+    got, armed = [], []
+
+    class Abandoned:
+        def __del__(self):
+            got.append(ck.api.generate_random(session, 8))
+
+    def change(direction, frame, index):
+        if armed and direction == "request":
+            armed.clear()
+            garbage = Abandoned()
+            garbage.cycle = garbage   # only a collection frees it: one may start any time now
+        return frame
+
+    with Tap(change):
+        ck = client(env)
+        session = ck.api.open_session(0, RW)
+        threshold = gc.get_threshold()
+        gc.set_threshold(1)   # a collection at almost every allocation: inside the exchange
+        try:
+            armed.append(True)
+            caller = threading.Thread(target=lambda: got.append(ck.api.generate_random(session, 16)), daemon=True)
+            caller.start()
+            caller.join(30)
+        finally:
+            gc.set_threshold(*threshold)
+        assert not caller.is_alive(), "the finaliser's call waits for the channel its own thread holds"
+        gc.collect()
+        assert sorted(len(x) for x in got) == [8, 16]
+        ck.finalize()
 
 
 def test_unprotected_session_calls_are_refused(tmp_path):
