@@ -32,6 +32,30 @@ def _frame(data):
     return data[4], data[5:]
 
 
+# The collector is the process's: the first exchange in holds it off, the last one out lets
+# it run again if it was on (exchanges of several channels may overlap on other threads).
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_on = False
+
+
+def _hold_collection():
+    global _gc_holders, _gc_was_on
+    with _gc_lock:
+        if not _gc_holders:
+            _gc_was_on = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+
+
+def _release_collection():
+    global _gc_holders
+    with _gc_lock:
+        _gc_holders -= 1
+        if not _gc_holders and _gc_was_on:
+            gc.enable()
+
+
 class LocalChannel:
     def __init__(self, hsm, settings):
         self.handler = Handler(hsm, "in-process", guard=None)  # the host is the HSM's console
@@ -63,8 +87,7 @@ class LocalChannel:
         with self._lock:
             if self.broken is not None:
                 raise self.broken
-            collecting = gc.isenabled()   # read and set under the lock: exchanges do not nest
-            gc.disable()
+            _hold_collection()
             try:
                 kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
             except CKRError as exc:
@@ -72,8 +95,7 @@ class LocalChannel:
                     self.broken = exc     # the channel has ended: so has this application
                 raise
             finally:
-                if collecting:
-                    gc.enable()
+                _release_collection()
         return wire.read_reply(kind, body, call)[1]
 
     def close(self):

@@ -15,6 +15,7 @@ from ptkhsm import wire
 from ptkhsm.errors import CKRError
 from ptkhsm.mechparams import Mechanism
 from ptkhsm.sms import channel as ch
+from ptkhsm.transport import local
 from netserver import Server
 
 from smsutil import NEEDLE, RW, SECRET, USER, Proxy, Tap, client, env_for, set_flags, workload
@@ -243,6 +244,23 @@ def test_a_finaliser_that_calls_back_during_an_exchange_runs_after_it(tmp_path):
         gc.collect()
         assert sorted(len(x) for x in got) == [8, 16]
         ck.finalize()
+
+
+def test_overlapping_exchanges_hold_the_collector_until_the_last_ends():
+    """The collector is the process's: two channels' exchanges overlapping on two threads
+    keep it off until both are over, and it comes back on only if it was on."""
+    was = gc.isenabled()
+    try:
+        for start in (True, False):
+            (gc.enable if start else gc.disable)()
+            local._hold_collection()
+            local._hold_collection()
+            local._release_collection()
+            assert not gc.isenabled(), "the first exchange out turned the collector on"
+            local._release_collection()
+            assert gc.isenabled() is start
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_unprotected_session_calls_are_refused(tmp_path):
