@@ -8,11 +8,16 @@ network server runs), so the same records, checks and refusals apply on both
 transports. `TAP` lets a test see and change every frame that crosses.
 
 Calls of one application are serialised on its channel (one record in flight:
-the sequence numbers follow the calls' order). No garbage collection runs during
-an exchange: a collection there may finalise a host's object that calls back into
-the module on the same thread (python-pkcs11 ends an abandoned operation so), and
-that call would wait forever for the channel its own thread holds. The
-collection runs once the exchange is over, and the finaliser's call with it.
+the sequence numbers follow the calls' order). No garbage collection runs while a
+thread holds a channel: a collection there may finalise a host's object that calls
+back into the module on the same thread (python-pkcs11 ends an abandoned operation
+so), and that call would wait forever for the channel its own thread holds. The
+collector is the process's, so it is held off from before a call takes the channel
+until the last overlapping call has let it go; meanwhile each call, once it has let
+its channel go, runs the young generations' collections that have fallen due (their
+finalisers may call the module then), so overlapping calls do not starve the
+collector. A host that turns the collector on or off during a call has that undone
+when the last call ends.
 """
 
 import gc
@@ -32,9 +37,10 @@ def _frame(data):
     return data[4], data[5:]
 
 
-# The collector is the process's: the first exchange in holds it off, the last one out lets
-# it run again if it was on (exchanges of several channels may overlap on other threads).
-_gc_lock = threading.Lock()
+# The collector held off across overlapping calls (see the module's docstring). Re-entrant:
+# a collection may start in here before the collector is off, and a finaliser it runs may
+# call the module on this thread (its hold and release leave the count as they found it).
+_gc_lock = threading.RLock()
 _gc_holders = 0
 _gc_was_on = False
 
@@ -49,11 +55,22 @@ def _hold_collection():
 
 
 def _release_collection():
+    """Called holding no channel."""
     global _gc_holders
     with _gc_lock:
         _gc_holders -= 1
-        if not _gc_holders and _gc_was_on:
+        if not _gc_was_on:
+            return
+        if not _gc_holders:
             gc.enable()
+            return
+    # others still hold it off: what the collector would have run by now (generations 0
+    # and 1 by their thresholds; a full collection waits for the collector to be back on)
+    counts, thresholds = gc.get_count(), gc.get_threshold()
+    for generation in (1, 0):
+        if thresholds[generation] and counts[generation] > thresholds[generation]:
+            gc.collect(generation)
+            return
 
 
 class LocalChannel:
@@ -84,18 +101,19 @@ class LocalChannel:
         except (ValueError, TypeError) as exc:
             raise CKRError(C.CKR_DATA_LEN_RANGE if isinstance(exc, ValueError) else C.CKR_ARGUMENTS_BAD,
                            f"{call.name}: {exc}") from None
-        with self._lock:
-            if self.broken is not None:
-                raise self.broken
-            _hold_collection()
-            try:
-                kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
-            except CKRError as exc:
-                if exc.rv in link.SMS_RVS:
-                    self.broken = exc     # the channel has ended: so has this application
-                raise
-            finally:
-                _release_collection()
+        _hold_collection()
+        try:
+            with self._lock:
+                if self.broken is not None:
+                    raise self.broken
+                try:
+                    kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
+                except CKRError as exc:
+                    if exc.rv in link.SMS_RVS:
+                        self.broken = exc     # the channel has ended: so has this application
+                    raise
+        finally:
+            _release_collection()
         return wire.read_reply(kind, body, call)[1]
 
     def close(self):

@@ -31,7 +31,7 @@ def test_re_initialised_token_ends_the_other_hsms_sessions(tmp_path):
 
     initialised(there, NEW_USER)  # `there` has no session open: C_InitToken allowed
 
-    # the first call that reads the store (sqlite: a find, login, create or token
+    # the first call that reads the store (sqlite: a find, login, token-object creation or token
     # information) ends the sessions (CKR_SESSION_CLOSED for the call it happened in)
     assert rv_of(here.find_init, ro, []) == C.CKR_SESSION_CLOSED
     assert rv_of(here.encrypt_init, s, Mechanism(C.CKM_AES_ECB), key) == C.CKR_SESSION_HANDLE_INVALID

@@ -208,47 +208,64 @@ def test_full_encryption_leaves_no_plaintext_attribute(tmp_path, transport):
     assert all(r[1] == ch.ENCRYPTED | ch.SIGNED for r in data if r[0] == ch.DATA)
 
 
-def test_a_finaliser_that_calls_back_during_an_exchange_runs_after_it(tmp_path):
-    """A garbage collection during an in-process exchange may finalise a host's object that
-    calls the module again on the same thread (python-pkcs11 ends an abandoned operation
-    so). That call neither waits forever for the channel its own thread holds nor overtakes
-    the record in flight: it runs once the exchange is over, and both calls succeed."""
+@pytest.mark.parametrize("pending", ["made during the exchange", "pending before the call"])
+def test_a_finaliser_that_calls_back_never_runs_while_its_thread_holds_the_channel(tmp_path, pending):
+    """A garbage collection may finalise a host's object that calls the module again on the
+    same thread (python-pkcs11 ends an abandoned operation so). No collection starts while a
+    thread holds the channel, so that call neither waits forever for the channel its own
+    thread holds nor overtakes the record in flight, whether the garbage was made during
+    the exchange or was already waiting for the next collection; both calls succeed."""
     env = env_for(tmp_path / "hsm")
     set_flags(env, SMS_FLAGS)
-    got, armed = [], []
+    got, armed, inside = [], [], []
 
     class Abandoned:
         def __del__(self):
             got.append(ck.api.generate_random(session, 8))
 
+    def abandon():
+        garbage = Abandoned()
+        garbage.cycle = garbage   # only a collection frees it: one may start any time now
+
     def change(direction, frame, index):
         if armed and direction == "request":
             armed.clear()
-            garbage = Abandoned()
-            garbage.cycle = garbage   # only a collection frees it: one may start any time now
+            abandon()
         return frame
+
+    def started(phase, info):
+        if phase == "start" and channel._lock.locked() and threading.current_thread() is caller:
+            inside.append(info["generation"])
 
     with Tap(change):
         ck = client(env)
+        channel = ck.api.channel
         session = ck.api.open_session(0, RW)
+        caller = threading.Thread(target=lambda: got.append(ck.api.generate_random(session, 16)), daemon=True)
         threshold = gc.get_threshold()
-        gc.set_threshold(1)   # a collection at almost every allocation: inside the exchange
-        try:
+        gc.collect()
+        gc.callbacks.append(started)
+        if pending == "pending before the call":
+            abandon()
+        else:
             armed.append(True)
-            caller = threading.Thread(target=lambda: got.append(ck.api.generate_random(session, 16)), daemon=True)
+        gc.set_threshold(1)   # a collection at almost every allocation
+        try:
             caller.start()
             caller.join(30)
         finally:
             gc.set_threshold(*threshold)
+            gc.callbacks.remove(started)
         assert not caller.is_alive(), "the finaliser's call waits for the channel its own thread holds"
+        assert not inside, "collections started while the calling thread held its channel"
         gc.collect()
         assert sorted(len(x) for x in got) == [8, 16]
         ck.finalize()
 
 
-def test_overlapping_exchanges_hold_the_collector_until_the_last_ends():
-    """The collector is the process's: two channels' exchanges overlapping on two threads
-    keep it off until both are over, and it comes back on only if it was on."""
+def test_overlapping_calls_hold_the_collector_until_the_last_ends():
+    """The collector is the process's: two channels' calls overlapping on two threads keep it
+    off until both are over, and it comes back on only if it was on."""
     was = gc.isenabled()
     try:
         for start in (True, False):
@@ -256,11 +273,50 @@ def test_overlapping_exchanges_hold_the_collector_until_the_last_ends():
             local._hold_collection()
             local._hold_collection()
             local._release_collection()
-            assert not gc.isenabled(), "the first exchange out turned the collector on"
+            assert not gc.isenabled(), "the first call out turned the collector on"
             local._release_collection()
             assert gc.isenabled() is start
     finally:
+        local._gc_holders = 0
         (gc.enable if was else gc.disable)()
+
+
+def test_overlapping_calls_do_not_starve_the_collector(tmp_path):
+    """Two applications calling at once on two threads, each call leaving a reference cycle:
+    the young generation is still collected as its threshold says, not only when both
+    happen to be outside a call at the same moment."""
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, SMS_FLAGS)
+    apps = [client(env) for _ in range(2)]
+    sessions = [ck.api.open_session(0, RW) for ck in apps]
+    collections = []
+
+    def started(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    def work(i):
+        for _ in range(1500):
+            apps[i].api.generate_random(sessions[i], 16)
+            cycle = []
+            cycle.append(cycle)
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(100, 10, 10)
+    gc.callbacks.append(started)
+    try:
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+    finally:
+        gc.callbacks.remove(started)
+        gc.set_threshold(*threshold)
+    assert len(collections) >= 10, f"{len(collections)} collections for 3,000 calls and cycles"
+    for ck in apps:
+        ck.finalize()
 
 
 def test_unprotected_session_calls_are_refused(tmp_path):
