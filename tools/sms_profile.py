@@ -1,6 +1,6 @@
 """Instructions per operation of SMS in process, by layer (docs/sms.md, "Cost in process").
 
-    python tools/sms_profile.py [--tests random32,aes-cbc-1k] [--short 1000] [--long 5000]
+    python tools/sms_profile.py [--tests random32,aes-cbc-1k] [--short 500] [--long 2500]
 
 Runs each part under `valgrind --tool=callgrind` twice, SHORT and LONG operations, and
 prints (instructions of the long run - the short run's) / (LONG - SHORT): start-up cancels
@@ -11,9 +11,10 @@ out and the count does not depend on what else the machine does. The parts, for 
     records       the test's records sealed and opened on a channel alone (the record layer)
     primitives    the bare AES-CTR and HMAC-SHA-512 calls of those records (bench-sms' floor)
 
-full - off - records is what the codec, the link and the dispatch add. One part alone:
+full - off - records is what the codec, the link and the dispatch add. The HSMs of off and
+full are made once, in fresh directories, before anything is measured. One part alone:
 
-    python tools/sms_profile.py --run PART TEST COUNT
+    python tools/sms_profile.py --run PART TEST COUNT DATA   (DATA: that HSM's directory)
 """
 
 import argparse
@@ -36,11 +37,8 @@ from ptkhsm.sms import channel as ch  # noqa: E402
 PARTS = ("off", "full", "records", "primitives")
 
 
-def _api_loop(mode, test):
-    """-> one_op() making the test's calls on the client interface of an HSM in `mode`."""
-    data = os.path.join(tempfile.gettempdir(), f"ptkhsm-sms-profile-{mode}")
-    if not os.path.exists(data):
-        bench_sms.hsm_with_flags(data, bench_sms.MODES[mode])
+def _api_loop(data, test):
+    """-> one_op() making the test's calls on the client interface of the HSM in `data`."""
     api = Cryptoki(Config({"ET_PTKC_SW_DATAPATH": data, "HOME": data})).api
     s = api.open_session(0, bench_sms.RW)
     api.login(s, C.CKU_USER, bench_sms.PIN)
@@ -72,9 +70,9 @@ def _records_loop(test):
     return one_op
 
 
-def run(part, test, count):
+def run(part, test, count, data):
     if part in ("off", "full"):
-        one_op = _api_loop(part, test)
+        one_op = _api_loop(data, test)
     elif part == "records":
         one_op = _records_loop(test)
     else:
@@ -83,34 +81,42 @@ def run(part, test, count):
         one_op()
 
 
-def instructions(part, test, count):
+def instructions(part, test, count, data):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-                        __file__, "--run", part, test, str(count)], check=True, capture_output=True)
+                        __file__, "--run", part, test, str(count), data], check=True, capture_output=True)
         return int(re.search(r"^summary: (\d+)", Path(out).read_text(), re.M).group(1))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", default="random32,aes-cbc-1k")
-    parser.add_argument("--short", type=int, default=1000)
-    parser.add_argument("--long", type=int, default=5000)
-    parser.add_argument("--run", nargs=3, metavar=("PART", "TEST", "COUNT"))
+    parser.add_argument("--short", type=int, default=500)
+    parser.add_argument("--long", type=int, default=2500)
+    parser.add_argument("--run", nargs=4, metavar=("PART", "TEST", "COUNT", "DATA"))
     args = parser.parse_args(argv)
     if args.run:
-        part, test, count = args.run
-        run(part, test, int(count))
+        part, test, count, data = args.run
+        run(part, test, int(count), data)
         return 0
-    for test in args.tests.split(","):
-        per_op = {part: (instructions(part, test, args.long) - instructions(part, test, args.short))
-                  / (args.long - args.short) for part in PARTS}
-        rest = per_op["full"] - per_op["off"] - per_op["records"]
-        print(f"{test}: off {per_op['off'] / 1e3:.1f}k, full {per_op['full'] / 1e3:.1f}k instructions/op; "
-              f"of the difference: primitives {per_op['primitives'] / 1e3:.1f}k, record layer's Python "
-              f"{(per_op['records'] - per_op['primitives']) / 1e3:.1f}k, codec, link and dispatch "
-              f"{rest / 1e3:.1f}k", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sms-profile-") as tmp:
+        data = {mode: os.path.join(tmp, mode) for mode in ("off", "full")}
+        for mode, path in data.items():
+            bench_sms.hsm_with_flags(path, bench_sms.MODES[mode])
+        for test in args.tests.split(","):
+            _report(test, {part: (instructions(part, test, args.long, data.get(part, tmp))
+                                  - instructions(part, test, args.short, data.get(part, tmp)))
+                           / (args.long - args.short) for part in PARTS})
     return 0
+
+
+def _report(test, per_op):
+    rest = per_op["full"] - per_op["off"] - per_op["records"]
+    print(f"{test}: off {per_op['off'] / 1e3:.1f}k, full {per_op['full'] / 1e3:.1f}k instructions/op; "
+          f"of the difference: primitives {per_op['primitives'] / 1e3:.1f}k, record layer's Python "
+          f"{(per_op['records'] - per_op['primitives']) / 1e3:.1f}k, codec, link and dispatch "
+          f"{rest / 1e3:.1f}k", flush=True)
 
 
 if __name__ == "__main__":
