@@ -19,10 +19,10 @@ the same CKR_SIGNATURE_INVALID, so a changed bit can neither yield another
 object nor tell which check caught it.
 """
 
+import hmac
 import os
 import struct
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import cmac, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -55,7 +55,7 @@ def fields(data, count):
         if start > size:
             raise Malformed
         pos = start + length(data, pos)[0]
-        out.append(data[start:pos])     # cut short if pos > size: then pos != size below
+        out.append(data[start:pos])     # cut short if pos > size: the next start or the last test refuses it
     if pos != size:
         raise Malformed
     return out
@@ -289,24 +289,29 @@ class WrapKey:
     def unwrap(self, row, key, param, wrapped):
         try:
             version, iv, encrypted, clear_block, tag = fields(wrapped, 5)
-            if version != VERSION or len(iv) != des.BLOCK:
-                raise Malformed
-            signed = signed_part(wrapped, tag)
-            try:
-                mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
-                if len(mac_key) != MAC_KEY_LEN:
-                    raise Malformed
-            except (Malformed, ValueError):
-                # E is CBC, unauthenticated until the MAC: what it decrypted to must not show in
-                # the time the answer takes, or bad padding answered early would be an oracle
-                # on cK. The MAC is computed all the same (with a key of no cryptogram).
-                _mac(_NO_MAC_KEY, signed).finalize()
-                raise
-            _mac(mac_key, signed).verify(tag)
-        except (Malformed, ValueError, InvalidSignature):
+        except Malformed:
             raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify") from None
+        mac_key, secret_block = _open_e(key, iv, encrypted)
+        # E is CBC, unauthenticated until the MAC: whatever it decrypted to, the same MAC is
+        # computed and compared before the answer, or bad padding answered early would be an
+        # oracle on cK (the outer framing and the version are not secret: no need to hide them).
+        good = hmac.compare_digest(_mac(mac_key, signed_part(wrapped, tag)).finalize(), tag)
+        if not good or secret_block is None or version != VERSION:
+            raise CKRError(C.CKR_SIGNATURE_INVALID, "wrapped object does not verify")
         # Authenticated from here: what fails now was built wrong, not changed in transit.
         return decode_object(clear_block, secret_block)
+
+
+def _open_e(key, iv, encrypted):
+    """E -> (mK, the secret block), or (a key of no cryptogram, None) if E does not decrypt
+    to a well-formed mK, cK."""
+    try:
+        mac_key, secret_block = fields(_des3_cbc_pad(_des3(key), iv, encrypted, encrypt=False), 2)
+    except (Malformed, ValueError):   # bad IV length, not whole blocks, bad padding or framing
+        return _NO_MAC_KEY, None
+    if len(mac_key) != MAC_KEY_LEN:
+        return _NO_MAC_KEY, None
+    return mac_key, secret_block
 
 
 register(Row(C.CKM_WRAPKEY_DES3_CBC, WrapKey(), C.CKF_WRAP | C.CKF_UNWRAP, des.KEY_TYPES, 16, 24,
