@@ -306,7 +306,7 @@ def read_request(body):
     call = BY_ID.get(call_id)
     if call is None:
         raise ProtocolError(f"unknown call {call_id}")
-    args = _read_args(body, _KINDS[call_id])
+    args = _read_args(body, _PLANS[call_id])
     return request_id, call, _decode_args(body, call) if args is None else args
 
 
@@ -322,21 +322,37 @@ def _decode_args(body, call):
     return args
 
 
-_KINDS = {call.id: tuple(kind for _, kind in call.args) for call in BY_ID.values()}
-_ARGS_AT = _REQ.size + 5  # after the request id, the call id, the tuple's tag and its count
+_INT8 = T_INT << 8 | 8  # the tag and length bytes of a ulong as the encoder writes it, read as one
 
 
-def _read_args(body, kinds):
-    """The arguments of a well-formed request, read by their kinds in the call table, or
-    None: then the general decoder runs and says what is wrong. Ulongs, optional ulongs and
-    bytes (most arguments) are read here, without a function call each; every value taken
-    here is one the general decoder and the shape checks would give and accept."""
+def _plan(kinds):
+    """How _read_args reads a call's arguments: the tuple's tag and count and the leading
+    ulongs (a session call starts with its handle) by one Struct, as the encoder writes them
+    (8 bytes each), then the kinds after those one by one."""
+    lead = 0
+    while lead < len(kinds) and kinds[lead] == ULONG:
+        lead += 1
+    return struct.Struct(">BI" + "HQ" * lead), (T_TUPLE,) + (_INT8,) * lead, len(kinds), kinds[lead:]
+
+
+_PLANS = {call.id: _plan(tuple(kind for _, kind in call.args)) for call in BY_ID.values()}
+
+
+def _read_args(body, plan):
+    """The arguments of a well-formed request, read by the kinds of its call-table row (its
+    `_plan`), or None: then the general decoder runs and says what is wrong. Ulongs, optional
+    ulongs and bytes (most arguments) are read here, without a function call each; every
+    value taken here is one the general decoder and the shape checks would give and accept."""
+    head, tags, count, kinds = plan
     try:
-        if body[_REQ.size] != T_TUPLE or _LEN.unpack_from(body, _REQ.size + 1)[0] != len(kinds):
+        values = head.unpack_from(body, _REQ.size)
+        if values[::2] != tags or values[1] != count:
             return None
         end = len(body)
-        pos = _ARGS_AT
-        args = []
+        pos = _REQ.size + head.size
+        if not kinds:
+            return values[3::2] if pos == end else None
+        args = list(values[3::2])
         for kind in kinds:
             tag = body[pos]
             if tag == T_INT and (kind is ULONG or kind is OPT_ULONG):
@@ -385,7 +401,16 @@ def _read_args(body, kinds):
     return tuple(args) if pos == end else None
 
 
+_REPLY_BYTES = struct.Struct(">IBIBI")  # the length, REPLY, request id, T_BYTES and the length of its bytes
+_REPLY_NONE = struct.Struct(">IBIB")   # the length, REPLY, request id, T_NONE
+
+
 def reply(request_id, value):
+    # The commonest replies (bytes: data out; None: done) by one pack, the rest by the encoder.
+    if type(value) is bytes and len(value) <= MAX_FRAME - 10:
+        return _REPLY_BYTES.pack(len(value) + 10, REPLY, request_id, T_BYTES, len(value)) + value
+    if value is None:
+        return _REPLY_NONE.pack(6, REPLY, request_id, T_NONE)
     out = bytearray(_REPLY_HEAD.pack(0, REPLY, request_id))
     _encode((value,), out)
     return _framed(out)
@@ -401,12 +426,15 @@ def error(request_id, exc):
 def read_reply(kind, body, call):
     """-> (request id, value) of a REPLY, raising the CKRError of an ERROR."""
     if kind == REPLY:
-        if len(body) < 4:
+        if len(body) < 5:
             raise ProtocolError("truncated reply")
         request_id = _LEN.unpack_from(body)[0]
-        value, end = _decode(body, 4, 0)
-        if end != len(body):
-            raise ProtocolError("trailing bytes after the value")
+        if body[4] == T_BYTES and len(body) >= 9 and _LEN.unpack_from(body, 5)[0] == len(body) - 9:
+            value = bytes(body[9:])  # the commonest reply, as the general decoder reads it
+        else:
+            value, end = _decode(body, 4, 0)
+            if end != len(body):
+                raise ProtocolError("trailing bytes after the value")
         if not SHAPES[call.reply](value):
             raise ProtocolError(f"{call.name}: reply is not a {call.reply}")
         return request_id, value

@@ -95,7 +95,7 @@ def test_the_fast_argument_reader_agrees_with_the_general_decoder():
                 bodies.append(good[:pos] + bytes((byte,)) + good[pos + 1:])
                 bodies.append(good[:pos] + bytes((byte,)) + good[pos:])
         for body in bodies:
-            got = wire._read_args(body, wire._KINDS[call.id]) if len(body) > wire._REQ.size else None
+            got = wire._read_args(body, wire._PLANS[call.id]) if len(body) > wire._REQ.size else None
             try:
                 rule = wire._decode_args(body, call)
             except (wire.ProtocolError, IndexError, struct.error):
@@ -105,6 +105,24 @@ def test_the_fast_argument_reader_agrees_with_the_general_decoder():
             agreed += got is not None and got == rule
         assert wire.read_request(good)[2] == args
     assert fast == agreed and fast > 100
+
+
+def test_replies_of_bytes_and_none_are_framed_as_the_encoder_frames_them():
+    """reply() packs bytes and None itself, read_reply reads bytes itself: the frames are the
+    general encoder's, and a bytes reply whose length is off is refused as before."""
+    call = calls.BY_NAME["generate_random"]
+    for value in (None, b"", b"abc", bytes(70000)):
+        out = bytearray(wire._REPLY_HEAD.pack(0, wire.REPLY, 9))
+        wire.encode_value(value, out)
+        frame = wire.reply(9, value)
+        assert frame == wire._framed(out)
+        if value is not None:
+            assert wire.read_reply(frame[4], frame[5:], call) == (9, value)
+            for bad in (frame[5:-1], frame[5:] + b"\x00", frame[5:9] + b"\x06" + frame[10:]):
+                with pytest.raises(wire.ProtocolError):
+                    wire.read_reply(wire.REPLY, bad, call)
+    with pytest.raises(ValueError):
+        wire.reply(9, bytes(wire.MAX_FRAME))
 
 
 def test_frame_limits():
