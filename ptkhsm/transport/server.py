@@ -16,6 +16,7 @@ log line; logs name calls and peers, never arguments.
 """
 
 import ctypes
+import functools
 import os
 import queue
 import signal
@@ -171,7 +172,7 @@ class Worker:
             with self.lock:
                 self.connections.add(connection)
             logger.info("connection from %s (worker %d)", peer, os.getpid())
-            self.threads.run(lambda: self.read(connection))
+            self.threads.run(functools.partial(self.read, connection))
         self.stop_connections()
 
     @staticmethod
@@ -244,7 +245,7 @@ class Worker:
         _reading.connection = None
         with connection.finished:
             connection.long += 1
-        self.threads.run(lambda: self.read(connection))
+        self.threads.run(functools.partial(self.read, connection))
 
     def end(self, connection, reason):
         """The connection is over: its application ends once its long requests are done."""
