@@ -8,9 +8,13 @@ network server runs), so the same records, checks and refusals apply on both
 transports. `TAP` lets a test see and change every frame that crosses.
 
 Calls of one application are serialised on its channel (one record in flight:
-the sequence numbers follow the calls' order).
+the sequence numbers follow the calls' order). The host's garbage collector
+waits while a call crosses: a finalizer's call (python-pkcs11 ends an
+abandoned operation so) landing inside this call's sealing or opening would
+put the records out of order and end the channel.
 """
 
+import gc
 import threading
 
 from .. import constants as C
@@ -30,7 +34,10 @@ def _frame(data):
 class LocalChannel:
     def __init__(self, hsm, settings):
         self.handler = Handler(hsm, "in-process", guard=None)  # the host is the HSM's console
-        self._lock = threading.Lock()
+        # Re-entrant: a call nested in the HSM's handling of this thread's call (a signal
+        # handler's) runs whole there, its records in order on both sides (sealed after the
+        # outer request was opened, answered before the outer reply is sealed).
+        self._lock = threading.RLock()
         self.broken = None
         _, info = wire.read_welcome(_frame(self._exchange(wire.hello()))[1])
         self.link = link.ClientLink(settings, str(info["serial"]), lambda data: _frame(self._exchange(data)))
@@ -58,12 +65,17 @@ class LocalChannel:
         with self._lock:
             if self.broken is not None:
                 raise self.broken
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
             except CKRError as exc:
                 if exc.rv in link.SMS_RVS:
                     self.broken = exc     # the channel has ended: so has this application
                 raise
+            finally:
+                if collecting:
+                    gc.enable()
         return wire.read_reply(kind, body, call)[1]
 
     def close(self):
