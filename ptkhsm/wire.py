@@ -431,7 +431,7 @@ _BYTES_REPLIES = (BYTES, OUT)
 def read_reply(kind, body, call):
     """-> (request id, value) of a REPLY, raising the CKRError of an ERROR."""
     if kind == REPLY:
-        if len(body) < 4:
+        if len(body) < 5:
             raise ProtocolError("truncated reply")
         request_id = _LEN.unpack_from(body)[0]
         if call.reply in _BYTES_REPLIES and len(body) >= 9 and body[4] == T_BYTES \

@@ -222,10 +222,11 @@ class Channel:
         """-> (type, body) of the next frame; or None when `waiter` got its reply, or a nested
         call took frames, since the caller looked (it looks again).
 
-        A nested call may start at any call below and take frames: what is looked at is a
-        copy (slicing calls nothing), and the buffer is changed only after a look that no
-        frame was taken since, by bytecode that calls nothing and allocates nothing the
-        collector counts."""
+        A nested call may start at any call below and take frames (whole ones, from the
+        front). So the header is read from a copy (slicing calls nothing), what is read
+        off the buffer counts only after a look that no frame was taken since, and the
+        buffer is changed only after that look, by bytecode that calls nothing and
+        allocates nothing the collector counts."""
         taken = self._taken
         buf = self._buf
         while True:
@@ -233,15 +234,14 @@ class Channel:
             size = _HEADER + wire.frame_length(head, wire.MAX_FRAME) if len(head) == _HEADER else 0
             rest = 0
             if size:
-                frame = buf[:size]
-                if len(frame) == size:
-                    kind, body, cut = frame[_HEADER], bytes(frame[_HEADER + 1:]), slice(0, size)
+                if len(buf) >= size:
+                    kind, body, cut = buf[_HEADER], bytes(buf[_HEADER + 1:size]), slice(0, size)
                     if self._taken != taken:
                         return None
                     del buf[cut]
                     self._taken = taken + 1
                     return kind, body
-                rest = size - len(frame)
+                rest = size - len(buf)
             recv = self._recv if rest <= _CHUNK else (functools.partial(self.sock.recv, rest, socket.MSG_WAITALL),)
             feed = map(buf.extend, map(operator.call, recv))
             before = len(buf)

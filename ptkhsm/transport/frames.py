@@ -1,6 +1,5 @@
 """Reading frames off a stream socket (the server's side): one recv fills a buffer
-that may hold several frames, and `buffered()` says whether another is already
-there (the server runs a request inline when nothing else waits)."""
+that may hold several frames."""
 
 from .. import wire
 
@@ -32,7 +31,3 @@ class FrameReader:
         kind, body = buf[4], bytes(buf[5:size])
         del buf[:size]
         return kind, body
-
-    def buffered(self):
-        """Some of the next frame is here already."""
-        return bool(self.buf)

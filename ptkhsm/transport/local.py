@@ -76,7 +76,10 @@ def _release_collection():
 class LocalChannel:
     def __init__(self, hsm, settings):
         self.handler = Handler(hsm, "in-process", guard=None)  # the host is the HSM's console
-        self._lock = threading.Lock()
+        # Re-entrant: a call nested in the HSM's handling of this thread's call (a signal
+        # handler's) runs whole there, its records in order on both sides (sealed after the
+        # outer request was opened, answered before the outer reply is sealed).
+        self._lock = threading.RLock()
         self.broken = None
         _, info = wire.read_welcome(_frame(self._exchange(wire.hello()))[1])
         self.link = link.ClientLink(settings, str(info["serial"]), lambda data: _frame(self._exchange(data)))

@@ -5,20 +5,27 @@ SIGTERM/SIGINT. Each worker opens the data directory itself (the store keeps
 several writer processes exact) and accepts connections on the shared
 socket, so the kernel spreads clients over the workers and both cores are
 used. Each connection is one application in one worker: a thread reads its
-frames and runs its requests on a small pool, so one client's threads run
-concurrently. A frame that breaks the protocol closes only its connection,
-with a log line; logs name calls and peers, never arguments.
+frames and runs each request itself, with no thread hand-off (a hand-off per
+request costs a short call more than the call: both threads take the GIL
+from each other). A request that is about to be long (the engine opens the
+call gate there: ptkhsm.gate, an RSA private-key operation, a PIN's KDF, a
+durable write) passes the reading on to another thread first and finishes
+on its own, so it holds up neither the connection's other requests nor a
+core. A frame that breaks the protocol closes only its connection, with a
+log line; logs name calls and peers, never arguments.
 """
 
 import ctypes
+import functools
 import os
+import queue
 import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from .. import constants as C
+from .. import gate
 from .. import wire
 from ..config import NETSERVER_PORT
 from ..errors import CKRError
@@ -29,8 +36,10 @@ from .handler import Handler
 from .unixsocket import Access, peer_of
 
 DEFAULT_PORT = NETSERVER_PORT
-REQUEST_THREADS = 8   # requests of one worker running at once
+LONG_REQUESTS = 8   # long requests of one worker running at once, besides its connections' readers
 HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to the client's hello
+STOP_TIMEOUT = 10.0  # seconds a stopping worker waits for its connections' requests to finish
+SPARE_SECONDS = 10.0  # how long an idle thread waits to take up a connection's reading
 
 
 def parse_listen(text):
@@ -61,6 +70,62 @@ def bind(listen=None, unix=None, access=None):
     return sock, where
 
 
+class _Threads:
+    """Threads for connections' reading: one that is done waits SPARE_SECONDS for the next
+    (a thread start costs about as much as a short request, and a long one hands the
+    reading on each time)."""
+
+    def __init__(self):
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._spare = 0  # waiting threads no job has been put for yet
+
+    def run(self, job):
+        with self._lock:
+            if self._spare:
+                self._spare -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(target=self._loop, args=(job,), daemon=True).start()
+
+    def _loop(self, job):
+        while True:
+            job()
+            with self._lock:
+                self._spare += 1
+            try:
+                job = self._jobs.get(timeout=SPARE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._spare:  # no job was put for this thread: it ends
+                        self._spare -= 1
+                        return
+                job = self._jobs.get()  # one was counted on it, and is on its way
+
+
+class _Connection:
+    """One connection of a worker: its application, its frames, its long requests."""
+
+    def __init__(self, worker, sock, peer):
+        self.sock = sock
+        self.peer = peer
+        self.handler = Handler(worker.hsm, peer)
+        self.frames = FrameReader(sock, worker.max_frame)
+        self.write = threading.Lock()
+        self.finished = threading.Condition()
+        self.long = 0  # its requests running on threads that passed the reading on
+
+    def send(self, data):
+        with self.write:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                pass  # the reader sees the connection end and cleans up
+
+
+_reading = threading.local()  # .connection: the one whose request this thread runs as its reader
+
+
 class Worker:
     """One worker process: its HSM, its connections."""
 
@@ -70,10 +135,12 @@ class Worker:
         self.access = access  # who may connect to the unix socket (None: TCP)
         self.max_frame = max_frame
         self.hsm = HSM(config)
-        self.pool = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="ptkhsm-req")
+        self.threads = _Threads()
+        self.long_slots = threading.BoundedSemaphore(LONG_REQUESTS)
         self.stopping = threading.Event()
         self.connections = set()
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
+        gate.install(self.pass_reading_on)
 
     def run(self):
         self.sock.settimeout(0.25)  # look at `stopping` between accepts
@@ -101,7 +168,11 @@ class Worker:
                     continue
             else:
                 peer = f"{peer[0]}:{peer[1]}"
-            threading.Thread(target=self.serve, args=(conn, str(peer)), daemon=True).start()
+            connection = _Connection(self, conn, str(peer))
+            with self.lock:
+                self.connections.add(connection)
+            logger.info("connection from %s (worker %d)", peer, os.getpid())
+            self.threads.run(functools.partial(self.read, connection))
         self.stop_connections()
 
     @staticmethod
@@ -118,79 +189,89 @@ class Worker:
         finally:
             conn.close()
 
-    def serve(self, conn, peer):
-        handler = Handler(self.hsm, peer)
-        write = threading.Lock()
-        frames = FrameReader(conn, self.max_frame)
-        running = set()  # the futures of this connection's requests on the pool
-        with self.lock:
-            self.connections.add(conn)
-        logger.info("connection from %s (worker %d)", peer, os.getpid())
+    def read(self, connection):
+        """Read and answer the connection's frames on this thread until it ends, or until one
+        of its requests passes the reading on (this thread then finishes that one and is done)."""
         reason = "closed by the client"
         try:
-            while True:
-                try:
-                    kind, body = frames.read()
-                except EOFError:
-                    break
-                if handler.app is None:
-                    self._send(conn, write, handler.handle(kind, body))
-                    conn.settimeout(None)  # an application may sit idle as long as it likes
-                    continue
-                if kind != wire.REQUEST or not (running or frames.buffered()):
-                    # nothing else in flight or waiting: run it here, without a thread hand-off
-                    self._send(conn, write, handler.handle(kind, body))
-                    continue
-                future = self.pool.submit(self._run, handler, conn, write, kind, body)
-                running.add(future)
-                future.add_done_callback(running.discard)
+            while self.answer(connection):
+                pass
+            return
+        except EOFError:
+            pass
         except wire.ProtocolError as exc:
             reason = f"protocol error: {exc}"
-            logger.warning("closing connection from %s: %s", peer, exc)
+            logger.warning("closing connection from %s: %s", connection.peer, exc)
             if getattr(exc, "frame", None):  # SMS: the client learns why its channel ended
-                self._send(conn, write, exc.frame)
+                connection.send(exc.frame)
         except OSError as exc:
             reason = f"socket error: {exc.strerror or exc}"
-        finally:
-            for future in list(running):
-                try:
-                    future.result()
-                except Exception:
-                    pass
-            with self.lock:
-                self.connections.discard(conn)
-            try:
-                conn.close()
-            except OSError:
-                pass
-            handler.close()
-            logger.info("connection from %s ended: %s", peer, reason)
+        self.end(connection, reason)
 
-    def _run(self, handler, conn, write, kind, body):
+    def answer(self, connection):
+        """Read one frame and answer it -> False when its request passed the reading on."""
+        kind, body = connection.frames.read()
+        handler = connection.handler
+        if handler.app is None:
+            connection.send(handler.handle(kind, body))
+            connection.sock.settimeout(None)  # an application may sit idle as long as it likes
+            return True
+        if kind != wire.REQUEST:  # SMS records: opened and sealed in order, so never passed on
+            connection.send(handler.handle(kind, body))
+            return True
+        _reading.connection = connection
         try:
             reply = handler.handle(kind, body)
-        except wire.ProtocolError as exc:
-            logger.warning("closing connection from %s: %s", handler.peer, exc)
-            conn.shutdown(socket.SHUT_RDWR)
-            return
-        self._send(conn, write, reply)
+        finally:
+            passed = _reading.connection is None
+            _reading.connection = None
+            if passed:
+                self.long_slots.release()
+        connection.send(reply)
+        if not passed:
+            return True
+        with connection.finished:
+            connection.long -= 1
+            connection.finished.notify_all()
+        return False
 
-    @staticmethod
-    def _send(conn, write, data):
-        with write:
-            try:
-                conn.sendall(data)
-            except OSError:
-                pass  # the reader sees the connection end and cleans up
+    def pass_reading_on(self):
+        """ptkhsm.gate's hook in a worker: the request this thread runs is about to be long,
+        so another thread takes up its connection's reading. At LONG_REQUESTS of them at
+        once, it stays (and holds up its connection's next requests)."""
+        connection = getattr(_reading, "connection", None)
+        if connection is None or not self.long_slots.acquire(blocking=False):
+            return
+        _reading.connection = None
+        with connection.finished:
+            connection.long += 1
+        self.threads.run(functools.partial(self.read, connection))
+
+    def end(self, connection, reason):
+        """The connection is over: its application ends once its long requests are done."""
+        with connection.finished:
+            connection.finished.wait_for(lambda: not connection.long)
+        try:
+            connection.sock.close()
+        except OSError:
+            pass
+        connection.handler.close()
+        with self.lock:
+            self.connections.discard(connection)
+            self.lock.notify_all()
+        logger.info("connection from %s ended: %s", connection.peer, reason)
 
     def stop_connections(self):
+        """Shut every connection down and wait (STOP_TIMEOUT at most) until each has ended."""
         with self.lock:
             connections = list(self.connections)
-        for conn in connections:
+        for connection in connections:
             try:
-                conn.shutdown(socket.SHUT_RDWR)
+                connection.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self.lock:
+            self.lock.wait_for(lambda: not self.connections, STOP_TIMEOUT)
 
 
 def _die_with_parent(parent):
@@ -218,7 +299,6 @@ def _worker_main(config, sock, max_frame, ready, parent, access=None):
     signal.signal(signal.SIGINT, stop)
     try:
         worker.run()
-        worker.pool.shutdown(wait=True)
     finally:
         os._exit(0)
 

@@ -469,3 +469,32 @@ def test_unix_socket_carries_the_channel_too(tmp_path):
         workload(ck.api)
         assert ck.api.sms_link is not None and ck.api.sms_link.counters["blocks"] > 0
         ck.finalize()
+
+
+def test_a_call_nested_in_the_hsms_handling_in_process(tmp_path):
+    """A call nested in the HSM's handling of this thread's call (a signal handler's; the
+    garbage collector's finalizers wait until a call is done) runs whole, in process under
+    all four flags: both calls get their answers, no wait on the thread's own lock."""
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, SMS_FLAGS)
+    ck = client(env)
+    api = ck.api
+    s = api.open_session(0, RW)
+    app = api.channel.handler.app   # the HSM's side of this application
+    nested = []
+
+    def random_with_a_nested_call(handle, length, _real=app.generate_random):
+        nested.append(api.session_info(s))   # on the same thread
+        return _real(handle, length)
+
+    app.generate_random = random_with_a_nested_call
+    out = []
+    worker = threading.Thread(target=lambda: out.append(api.generate_random(s, 16)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():   # (the application stays behind: its lock is the stuck thread's)
+        pytest.fail("the nested call waited on its own thread's lock")
+    assert len(out[0]) == 16 and nested and nested[0][0] == 0
+    del app.generate_random
+    assert len(api.generate_random(s, 8)) == 8   # the channel carries on, records in order
+    ck.finalize()
