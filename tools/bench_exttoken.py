@@ -30,6 +30,7 @@ from ptkhsm.mechparams import Mechanism
 SO_PIN, PIN = b"12345678", b"1234"
 RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
 CMAC = Mechanism(C.CKM_AES_CMAC)
+COLD_LOADS = 10_000
 
 
 def _library(datapath, **extra):
@@ -120,16 +121,19 @@ def main(argv=None):
             lib = _library(datapath, ET_PTKC_EXTTOKEN_MAXLOADED=str(maxloaded))
             api = lib.api
             s = _session(api, 0)
-            loaded = external[:min(maxloaded, len(external))]
+            # At least COLD_LOADS first uses, past the cache bound if need be (each one then
+            # evicts the least used): 100 loads are milliseconds, too short to time.
+            first_uses = external[:max(min(maxloaded, len(external)), min(COLD_LOADS, len(external)))]
             start, cpu = time.perf_counter(), time.process_time()
-            for h in loaded:                        # cold: every first use unwraps
+            for h in first_uses:                    # cold: every first use unwraps
                 api.sign_init(s, CMAC, h)
                 api.sign(s, b"x", 16)
-            cold = len(loaded) / (time.perf_counter() - start)
-            cold_cpu = len(loaded) / (time.process_time() - cpu)
+            cold = len(first_uses) / (time.perf_counter() - start)
+            cold_cpu = len(first_uses) / (time.process_time() - cpu)
+            loaded = first_uses[-maxloaded:]        # the ones the cache holds now
             rate = _sign_rate(api, s, loaded, args.seconds)
             # CPU time too: on a shared machine the wall clock also counts the others' work.
-            rows.append((f"cold load (first use of {len(loaded):,}), MAXLOADED {maxloaded:,}",
+            rows.append((f"cold load (first use of {len(first_uses):,}), MAXLOADED {maxloaded:,}",
                          f"{cold:,.0f} objects/s (CPU time: {cold_cpu:,.0f}/s)", "goal >= 10,000/s (seed: 109/s)"))
             rows.append((f"sign AES-CMAC, loaded key, MAXLOADED {maxloaded:,} ({api.loaded_count():,} loaded)",
                          f"{rate:,.0f} ops/s", "goal: within 25 % of each other"))
