@@ -238,10 +238,15 @@ SHAPES = {
 
 
 # -- frames ------------------------------------------------------------------------------
+def _size(n):
+    """A frame's length after its 4-byte header -> n, or ValueError past the limit."""
+    if n > MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes exceeds the limit")
+    return n
+
+
 def frame(kind, body):
-    if len(body) + 1 > MAX_FRAME:
-        raise ValueError(f"frame of {len(body) + 1} bytes exceeds the limit")
-    return _LEN.pack(len(body) + 1) + bytes((kind,)) + body
+    return _LEN.pack(_size(len(body) + 1)) + bytes((kind,)) + body
 
 
 def frame_length(header, limit=MAX_FRAME):
@@ -287,10 +292,7 @@ def read_welcome(body):
 def _framed(out):
     """A frame built in place (`out` starts with a 4-byte room for its length) -> bytes:
     one buffer per frame, no copies of the body."""
-    n = len(out) - 4
-    if n > MAX_FRAME:
-        raise ValueError(f"frame of {n} bytes exceeds the limit")
-    _LEN.pack_into(out, 0, n)
+    _LEN.pack_into(out, 0, _size(len(out) - 4))
     return bytes(out)
 
 
@@ -408,9 +410,8 @@ def _read_args(body, layout):
 
 def reply(request_id, value):
     if type(value) is bytes:   # the commonest reply, an output: one pack and one join
-        if len(value) + _REPLY_BYTES.size - 4 > MAX_FRAME:
-            raise ValueError(f"frame of {len(value) + _REPLY_BYTES.size - 4} bytes exceeds the limit")
-        return _REPLY_BYTES.pack(len(value) + _REPLY_BYTES.size - 4, REPLY, request_id, T_BYTES, len(value)) + value
+        return _REPLY_BYTES.pack(_size(len(value) + _REPLY_BYTES.size - 4), REPLY, request_id, T_BYTES,
+                                 len(value)) + value
     if value is None:
         return _REPLY_NONE.pack(_REPLY_NONE.size - 4, REPLY, request_id, T_NONE)
     out = bytearray(_REPLY_HEAD.pack(0, REPLY, request_id))
