@@ -81,6 +81,7 @@ def parse_firmware(text):
 
 def _attrs(flags=0, firmware=DEFAULT_FIRMWARE):
     return {C.CKA_CLASS: C.CKO_ADAPTER, C.CKA_TOKEN: True, C.CKA_PRIVATE: False, C.CKA_MODIFIABLE: True, C.CKA_DESTROYABLE: False,
+            C.CKA_COPYABLE: False,
             C.CKA_LABEL: LABEL, C.CKA_SECURITY_MODE: flags, C.CKA_FW_VERSION: bytes(firmware)}
 
 

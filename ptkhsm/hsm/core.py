@@ -366,6 +366,8 @@ class Application:
         obj = self._object(token, obj_handle)
         if not obj.attrs.get(C.CKA_COPYABLE, True):
             raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not copyable")
+        if adapter.is_adapter(obj):  # the HSM's settings are one object (stores made before it said so)
+            raise CKRError(C.CKR_ACTION_PROHIBITED, "the adapter object is not copyable")
         changes = policy.as_dict(template)
         policy.check_change(obj.attrs, changes, access.is_so(token), copying=True)
         return self._add_objects(session, token, [{**obj.attrs, **changes}])[0]

@@ -40,6 +40,18 @@ def test_default_flags_are_clear_and_shown_on_the_admin_token(tmp_path):
     assert rv_of(app.destroy_object, s, h) in (C.CKR_ACTION_PROHIBITED, C.CKR_SESSION_READ_ONLY)
 
 
+def test_the_adapter_object_cannot_be_copied(tmp_path):
+    """One object holds the HSM's settings: C_CopyObject of it is refused (it was a
+    CKR_GENERAL_ERROR: the fuzzer, seed 2640271151), by the Admin SO too."""
+    app = HSM(hsm_config(tmp_path)).application()
+    s = admin_so(app)
+    h = adapter_handle(app, s)
+    assert app.get_attributes(s, h, [C.CKA_COPYABLE]) == [False]
+    for template in ([], [(C.CKA_TOKEN, False)], [(C.CKA_LABEL, b"copy")]):
+        assert rv_of(app.copy_object, s, h, template) == C.CKR_ACTION_PROHIBITED
+    adapter_handle(app, s)   # still exactly one
+
+
 def test_flags_need_the_admin_so_and_persist(tmp_path):
     app = HSM(hsm_config(tmp_path)).application()
     app.init_token(ADMIN, SO, b"")
