@@ -97,6 +97,9 @@ ITEMS = {item.name: item for item in [
          "seconds to wait for a server to accept a connection and answer the handshake"),
     Item("ET_HSM_NETCLIENT_REPLY_TIMEOUT", 600, _int_range(0, 86400),
          "seconds to wait for the reply to a call (0: no limit); then the server counts as lost"),
+    Item("ET_HSM_NETCLIENT_POLL_US", 100, _int_range(0, 100_000),
+         "microseconds a call alone on its connection looks for its reply before it sleeps "
+         "(a sleeping thread's wake-up costs more than a short call; 0: sleep at once)"),
     Item("ET_HSM_NETCLIENT_RECONNECT", True, _bool,
          "after a server is lost, calls without a session (C_OpenSession...) go to the next server"),
     Item("ET_PTKC_GENERAL_LIBRARY_MODE", "NORMAL", lambda n, t: _library_mode(n, t),
@@ -107,6 +110,9 @@ ITEMS = {item.name: item for item in [
          "HA: when no server answers, wait (up to the reply time-out) instead of failing at once"),
     Item("ET_HSM_NETSERVER_WORKERS", 0, _int_range(0, 64),
          "worker processes of `ptkhsm serve` (0: one per CPU)"),
+    Item("ET_HSM_NETSERVER_POLL_US", 100, _int_range(0, 100_000),
+         "microseconds a worker's connection looks for its next request before it sleeps, "
+         "while no other request runs in that worker (0: sleep at once)"),
     Item("ET_HSM_NETSERVER_SOCKET_MODE", 0o600, lambda n, t: _mode(n, t),
          "permission bits of `ptkhsm serve --unix`'s socket (600: its owner only; 660: its group too)"),
     Item("ET_HSM_NETSERVER_SOCKET_OWNER", None, lambda n, t: _account(n, t, "user"),

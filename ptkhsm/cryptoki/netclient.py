@@ -82,6 +82,7 @@ class NetClient:
         self.servers = servers
         self.connect_timeout = config.get("ET_HSM_NETCLIENT_CONNECT_TIMEOUT")
         self.reply_timeout = config.get("ET_HSM_NETCLIENT_REPLY_TIMEOUT")
+        self.poll = config.get("ET_HSM_NETCLIENT_POLL_US") / 1e6
         self.reconnect = config.get("ET_HSM_NETCLIENT_RECONNECT")
         self.ha = config.get("ET_PTKC_GENERAL_LIBRARY_MODE") == "HA"
         self.recover_delay = config.get("ET_PTKC_HA_RECOVER_DELAY") * 60.0
@@ -122,7 +123,7 @@ class NetClient:
                 order = [i for i in order if i not in resting] + resting
         for index in order:
             try:
-                channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout, self.sms)
+                channel = Channel(self.servers[index], self.connect_timeout, self.reply_timeout, self.sms, self.poll)
             except CKRError as exc:
                 if exc.rv in SMS_RVS:
                     raise   # SMS: a server that fails the channel (a MITM, a swapped HSM) fails closed

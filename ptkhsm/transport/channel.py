@@ -75,8 +75,9 @@ def _timeval(seconds):
 
 
 class Channel:
-    def __init__(self, address, connect_timeout, reply_timeout, sms=None):
+    def __init__(self, address, connect_timeout, reply_timeout, sms=None, poll=0.0):
         self.address = address
+        self.poll = poll  # seconds a lone call looks for its reply before it sleeps in recv
         self.link = None  # the SMS channel (ptkhsm/transport/smslink.py) when `sms` settings ask for one
         self.reply_timeout = reply_timeout or None
         self.broken = None  # the CKRError every call gets once the connection is lost
@@ -103,6 +104,7 @@ class Channel:
             sock.settimeout(None)
             self.sock = sock
             self._recv = (functools.partial(sock.recv, _CHUNK),)
+            self._recv_now = (functools.partial(sock.recv, _CHUNK, socket.MSG_DONTWAIT),)
             self._timeouts(connect_timeout)
             sock.sendall(wire.hello())
             kind, body = self._next_frame()
@@ -229,6 +231,10 @@ class Channel:
         allocates nothing the collector counts."""
         taken = self._taken
         buf = self._buf
+        # A lone call looks for its reply for `poll` seconds before it sleeps: waking a
+        # sleeping thread takes longer than a short call's round trip (docs/network.md).
+        polling = self.poll and waiter is not None and len(self._waiting) == 1
+        deadline = None
         while True:
             head = buf[:_HEADER]
             size = _HEADER + wire.frame_length(head, wire.MAX_FRAME) if len(head) == _HEADER else 0
@@ -242,13 +248,24 @@ class Channel:
                     self._taken = taken + 1
                     return kind, body
                 rest = size - len(buf)
-            recv = self._recv if rest <= _CHUNK else (functools.partial(self.sock.recv, rest, socket.MSG_WAITALL),)
+            if rest > _CHUNK:
+                recv = (functools.partial(self.sock.recv, rest, socket.MSG_WAITALL),)
+            else:
+                recv = self._recv_now if polling else self._recv
             feed = map(buf.extend, map(operator.call, recv))
             before = len(buf)
             if self._taken != taken or (waiter is not None and waiter.kind is not None):
                 return None
             # From the look to the recv, whose bytes join the buffer in C, the same holds.
-            self._sink.extend(feed)
+            try:
+                self._sink.extend(feed)
+            except BlockingIOError:  # nothing yet (polling): nothing was taken either
+                now = time.perf_counter()
+                if deadline is None:
+                    deadline = now + self.poll
+                elif now > deadline:
+                    polling = False
+                continue
             if len(buf) == before and self._taken == taken:
                 raise EOFError("the peer closed the connection")
 

@@ -1,30 +1,52 @@
 """Reading frames off a stream socket (the server's side): one recv fills a buffer
 that may hold several frames."""
 
+import socket
+import time
+
 from .. import wire
 
 _CHUNK = 1 << 16  # what one recv asks for, unless a longer frame's rest is known to be due
 
 
 class FrameReader:
-    def __init__(self, sock, limit=wire.MAX_FRAME):
+    """`poll` (seconds) and `may_poll()`: on a blocking socket, look for the next frame that
+    long before sleeping in recv, while may_poll() holds (a sleeping thread's wake-up costs
+    more than a short call: docs/network.md)."""
+
+    def __init__(self, sock, limit=wire.MAX_FRAME, poll=0.0, may_poll=None):
         self.sock = sock
         self.limit = limit
         self.buf = bytearray()
+        self.poll = poll
+        self.may_poll = may_poll
 
-    def _fill(self, n):
+    def _fill(self, n, polling=False):
         buf = self.buf
+        deadline = None
         while len(buf) < n:
-            chunk = self.sock.recv(max(_CHUNK, n - len(buf)))
+            if polling:
+                try:
+                    chunk = self.sock.recv(max(_CHUNK, n - len(buf)), socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    now = time.perf_counter()
+                    if deadline is None:
+                        deadline = now + self.poll
+                    elif now > deadline or not self.may_poll():
+                        polling = False
+                    continue
+            else:
+                chunk = self.sock.recv(max(_CHUNK, n - len(buf)))
             if not chunk:
                 raise EOFError("the peer closed the connection")
             buf += chunk
 
-    def read(self):
-        """-> (type, body) of the next frame. Raises EOFError, OSError, wire.ProtocolError."""
+    def read(self, poll=False):
+        """-> (type, body) of the next frame. Raises EOFError, OSError, wire.ProtocolError.
+        poll: look for it first (on a blocking socket only: see the class)."""
         buf = self.buf
         if len(buf) < 4:
-            self._fill(4)
+            self._fill(4, poll and self.poll and self.may_poll())
         size = 4 + wire.frame_length(buf, self.limit)
         if len(buf) < size:
             self._fill(size)

@@ -110,7 +110,7 @@ class _Connection:
         self.sock = sock
         self.peer = peer
         self.handler = Handler(worker.hsm, peer)
-        self.frames = FrameReader(sock, worker.max_frame)
+        self.frames = FrameReader(sock, worker.max_frame, worker.poll, worker.idle)
         self.write = threading.Lock()
         self.finished = threading.Condition()
         self.long = 0  # its requests running on threads that passed the reading on
@@ -139,6 +139,8 @@ class Worker:
         self.long_slots = threading.BoundedSemaphore(LONG_REQUESTS)
         self.stopping = threading.Event()
         self.connections = set()
+        self.running = set()  # the connections whose requests run on their reading threads now
+        self.poll = config.get("ET_HSM_NETSERVER_POLL_US") / 1e6
         self.lock = threading.Condition()
         gate.install(self.pass_reading_on)
 
@@ -208,10 +210,15 @@ class Worker:
             reason = f"socket error: {exc.strerror or exc}"
         self.end(connection, reason)
 
+    def idle(self):
+        """No request runs on a reading thread: one may poll for its next frame (a poller
+        takes the GIL from a request at every look)."""
+        return not self.running
+
     def answer(self, connection):
         """Read one frame and answer it -> False when its request passed the reading on."""
-        kind, body = connection.frames.read()
         handler = connection.handler
+        kind, body = connection.frames.read(poll=handler.app is not None)
         if handler.app is None:
             connection.send(handler.handle(kind, body))
             connection.sock.settimeout(None)  # an application may sit idle as long as it likes
@@ -220,9 +227,11 @@ class Worker:
             connection.send(handler.handle(kind, body))
             return True
         _reading.connection = connection
+        self.running.add(connection)
         try:
             reply = handler.handle(kind, body)
         finally:
+            self.running.discard(connection)
             passed = _reading.connection is None
             _reading.connection = None
             if passed:
@@ -243,6 +252,7 @@ class Worker:
         if connection is None or not self.long_slots.acquire(blocking=False):
             return
         _reading.connection = None
+        self.running.discard(connection)
         with connection.finished:
             connection.long += 1
         self.threads.run(functools.partial(self.read, connection))
