@@ -27,10 +27,13 @@ gate (ptkhsm.gate) once its request is sent: the application's other threads
 make their calls meanwhile, and their requests reach the server together.
 
 With Secure Messaging (ptkhsm/transport/smslink.py) frames are sealed in send
-order and opened in receive order. A finalizer's call landing between the
-sealing and the sending of its thread's frame, or between the taking and the
-opening of one, puts a record out of order: the channel ends (CKR_SMS_ERROR),
-closed rather than open (docs/sms.md).
+order and opened in receive order, each under its direction's lock. So no
+garbage collection runs (ptkhsm/transport/collector.py) from before a frame
+is sealed until it is sent, nor from before a reply is read until it is
+opened: a finalizer's call there would wait forever for the lock its own
+thread holds, or put a record out of order. A signal handler's call there
+still puts one out of order: the channel ends (CKR_SMS_ERROR), closed rather
+than open (docs/sms.md).
 """
 import collections
 import functools
@@ -45,6 +48,7 @@ from .. import constants as C
 from .. import gate
 from .. import wire
 from ..errors import CKRError
+from . import collector
 from . import smslink as link
 
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
@@ -143,8 +147,12 @@ class Channel:
             if self.link is None:
                 self._sendall(data)
             else:
-                with self._send:  # sealed in the order the frames go out
-                    self.sock.sendall(self.link.seal(call, request_id, data))
+                collector.hold()
+                try:
+                    with self._send:  # sealed in the order the frames go out
+                        self.sock.sendall(self.link.seal(call, request_id, data))
+                finally:
+                    collector.release()
         except OSError as exc:
             self._lose(f"send failed: {exc}")
             raise self.broken from None
@@ -179,10 +187,10 @@ class Channel:
             if self._reading.acquire(blocking=False):
                 try:
                     while waiter.kind is None and self.broken is None:
-                        frame = self._read_frame(waiter)
+                        frame = self._read_frame(waiter) if self.link is None else self._read_sealed(waiter)
                         if frame is None:
                             continue
-                        kind, body = frame if self.link is None else self.link.open(*frame)
+                        kind, body = frame
                         if len(body) < 4 or (kind != wire.REPLY and kind != wire.ERROR):
                             raise wire.ProtocolError(f"unexpected frame type {kind}")
                         got = self._waiting.pop(_ID.unpack_from(body)[0], None)
@@ -212,6 +220,15 @@ class Channel:
             waiter.wake.acquire(timeout=_NUDGE)
             if deadline is not None and time.monotonic() > deadline and waiter.kind is None:
                 self._lose(f"no reply within {self.reply_timeout} s")
+
+    def _read_sealed(self, waiter):
+        """_read_frame and the opening of what it read, with no collection in between."""
+        collector.hold()
+        try:
+            frame = self._read_frame(waiter)
+            return None if frame is None else self.link.open(*frame)
+        finally:
+            collector.release()
 
     def _next_frame(self):
         """The next frame, while the connection is this thread's alone (the handshakes)."""

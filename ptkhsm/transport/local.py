@@ -9,24 +9,17 @@ transports. `TAP` lets a test see and change every frame that crosses.
 
 Calls of one application are serialised on its channel (one record in flight:
 the sequence numbers follow the calls' order). No garbage collection runs while a
-thread holds a channel: a collection there may finalise a host's object that calls
-back into the module on the same thread (python-pkcs11 ends an abandoned operation
-so), and that call would wait forever for the channel its own thread holds. The
-collector is the process's, so it is held off from before a call takes the channel
-until the last overlapping call has let it go; meanwhile each call, once it has let
-its channel go, runs the young generations' collections that have fallen due (their
-finalisers may call the module then), so overlapping calls do not starve the
-collector. A host that turns the collector on or off during a call has that undone
-when the last call ends.
+thread holds a channel (ptkhsm/transport/collector.py): from before a call takes
+the channel until it has let it go.
 """
 
-import gc
 import threading
 
 from .. import constants as C
 from .. import wire
 from ..calls import CALLS
 from ..errors import CKRError
+from . import collector
 from . import smslink as link
 from .handler import Handler
 
@@ -35,42 +28,6 @@ TAP = None  # tests: TAP(direction, frame) -> frame, direction "request" or "rep
 
 def _frame(data):
     return data[4], data[5:]
-
-
-# The collector held off across overlapping calls (see the module's docstring). Re-entrant:
-# a collection may start in here before the collector is off, and a finaliser it runs may
-# call the module on this thread (its hold and release leave the count as they found it).
-_gc_lock = threading.RLock()
-_gc_holders = 0
-_gc_was_on = False
-
-
-def _hold_collection():
-    global _gc_holders, _gc_was_on
-    with _gc_lock:
-        if not _gc_holders:
-            _gc_was_on = gc.isenabled()
-            gc.disable()
-        _gc_holders += 1
-
-
-def _release_collection():
-    """Called holding no channel."""
-    global _gc_holders
-    with _gc_lock:
-        _gc_holders -= 1
-        if not _gc_was_on:
-            return
-        if not _gc_holders:
-            gc.enable()
-            return
-    # others still hold it off: what the collector would have run by now (generations 0
-    # and 1 by their thresholds; a full collection waits for the collector to be back on)
-    counts, thresholds = gc.get_count(), gc.get_threshold()
-    for generation in (1, 0):
-        if thresholds[generation] and counts[generation] > thresholds[generation]:
-            gc.collect(generation)
-            return
 
 
 class LocalChannel:
@@ -104,7 +61,7 @@ class LocalChannel:
         except (ValueError, TypeError) as exc:
             raise CKRError(C.CKR_DATA_LEN_RANGE if isinstance(exc, ValueError) else C.CKR_ARGUMENTS_BAD,
                            f"{call.name}: {exc}") from None
-        _hold_collection()
+        collector.hold()
         try:
             with self._lock:
                 if self.broken is not None:
@@ -116,7 +73,7 @@ class LocalChannel:
                         self.broken = exc     # the channel has ended: so has this application
                     raise
         finally:
-            _release_collection()
+            collector.release()
         return wire.read_reply(kind, body, call)[1]
 
     def close(self):

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import hmac
 import struct
+import sys
 import threading
 
 import pytest
@@ -15,7 +16,7 @@ from ptkhsm import wire
 from ptkhsm.errors import CKRError
 from ptkhsm.mechparams import Mechanism
 from ptkhsm.sms import channel as ch
-from ptkhsm.transport import local
+from ptkhsm.transport import collector
 from netserver import Server
 
 from smsutil import NEEDLE, RW, SECRET, USER, Proxy, Tap, client, env_for, set_flags, workload
@@ -267,6 +268,67 @@ def test_a_finaliser_that_calls_back_never_runs_while_its_thread_holds_the_chann
         ck.finalize()
 
 
+def test_over_the_network_no_collection_starts_inside_a_records_sealing_or_opening(tmp_path):
+    """The same over TCP: garbage whose finaliser calls the module is made at every point
+    where SMS code returns from a C call, and the collector runs at almost every allocation.
+    No collection starts on the calling thread while it holds a direction's lock (the
+    finaliser's call would wait for it forever; it did before the hold-off), and every
+    call, the finalisers' too, gets its answer."""
+    from ptkhsm.sms import channel as sms_channel
+    from ptkhsm.transport import smslink
+    env = env_for(tmp_path / "hsm")
+    set_flags(env, SMS_FLAGS)
+    code = {sms_channel.__file__, smslink.__file__}
+    got, inside, made = [], [], []
+
+    class Abandoned:
+        def __del__(self):
+            got.append(ck.api.generate_random(session, 8))
+
+    def abandon(frame, event, arg):
+        if event == "c_return" and frame.f_code.co_filename in code and len(made) < 200:
+            garbage = Abandoned()
+            garbage.cycle = garbage
+            made.append(1)
+
+    def started(phase, info):
+        try:
+            if phase == "start" and threading.current_thread() is caller and (
+                    directions.out.lock.locked() or directions.inc.lock.locked()):
+                inside.append(info["generation"])
+        except Exception as exc:   # raised in a gc callback, it would only be a warning
+            inside.append(exc)
+
+    def calls():
+        sys.setprofile(abandon)
+        try:
+            for _ in range(10):
+                got.append(ck.api.generate_random(session, 16))
+        finally:
+            sys.setprofile(None)
+
+    with Server(env["ET_PTKC_SW_DATAPATH"], "tcp", env=env) as server:
+        ck = client(env, server.address, ET_HSM_NETCLIENT_REPLY_TIMEOUT=5)
+        session = ck.api.open_session(0, RW)
+        directions = ck.api.sms_link.channel.channel
+        caller = threading.Thread(target=calls, daemon=True)
+        threshold = gc.get_threshold()
+        gc.collect()
+        gc.callbacks.append(started)
+        gc.set_threshold(1)   # a collection at almost every allocation
+        try:
+            caller.start()
+            caller.join(60)
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(started)
+        assert not caller.is_alive(), "a finaliser's call waits for the direction lock its own thread holds"
+        assert not inside, "collections started while the calling thread was sealing or opening a record"
+        gc.collect()
+        assert made and sorted(len(x) for x in got) == [8] * len(made) + [16] * 10
+        ck.finalize()
+
+
 def test_overlapping_calls_hold_the_collector_until_the_last_ends():
     """The collector is the process's: two channels' calls overlapping on two threads keep it
     off until both are over, and it comes back on only if it was on."""
@@ -274,14 +336,14 @@ def test_overlapping_calls_hold_the_collector_until_the_last_ends():
     try:
         for start in (True, False):
             (gc.enable if start else gc.disable)()
-            local._hold_collection()
-            local._hold_collection()
-            local._release_collection()
+            collector.hold()
+            collector.hold()
+            collector.release()
             assert not gc.isenabled(), "the first call out turned the collector on"
-            local._release_collection()
+            collector.release()
             assert gc.isenabled() is start
     finally:
-        local._gc_holders = 0
+        collector._holders = 0
         (gc.enable if was else gc.disable)()
 
 
