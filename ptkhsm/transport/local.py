@@ -13,6 +13,7 @@ thread holds a channel (ptkhsm/transport/collector.py): from before a call takes
 the channel until it has let it go.
 """
 
+import itertools
 import threading
 
 from .. import constants as C
@@ -37,6 +38,9 @@ class LocalChannel:
         # handler's) runs whole there, its records in order on both sides (sealed after the
         # outer request was opened, answered before the outer reply is sealed).
         self._lock = threading.RLock()
+        # Each call its own request id: a nested call must not take the outer one's expected
+        # reply protection (smslink keeps it per id).
+        self._new_id = itertools.count(1).__next__
         self.broken = None
         _, info = wire.read_welcome(_frame(self._exchange(wire.hello()))[1])
         self.link = link.ClientLink(settings, str(info["serial"]), lambda data: _frame(self._exchange(data)))
@@ -57,7 +61,8 @@ class LocalChannel:
 
     def call(self, call, args):
         try:
-            data = wire.request(1, call.name, args)
+            request_id = self._new_id() & 0xFFFFFFFF
+            data = wire.request(request_id, call.name, args)
         except (ValueError, TypeError) as exc:
             raise CKRError(C.CKR_DATA_LEN_RANGE if isinstance(exc, ValueError) else C.CKR_ARGUMENTS_BAD,
                            f"{call.name}: {exc}") from None
@@ -67,7 +72,7 @@ class LocalChannel:
                 if self.broken is not None:
                     raise self.broken
                 try:
-                    kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, 1, data))))
+                    kind, body = self.link.open(*_frame(self._exchange(self.link.seal(call, request_id, data))))
                 except CKRError as exc:
                     if exc.rv in link.SMS_RVS:
                         self.broken = exc     # the channel has ended: so has this application

@@ -540,17 +540,19 @@ def test_unix_socket_carries_the_channel_too(tmp_path):
 def test_a_call_nested_in_the_hsms_handling_in_process(tmp_path):
     """A call nested in the HSM's handling of this thread's call (a signal handler's; the
     garbage collector's finalizers wait until a call is done) runs whole, in process under
-    all four flags: both calls get their answers, no wait on the thread's own lock."""
+    all four flags: both calls get their answers, no wait on the thread's own lock, and the
+    outer call's reply is still held to the protection its request asked for."""
     env = env_for(tmp_path / "hsm")
     set_flags(env, SMS_FLAGS)
     ck = client(env)
     api = ck.api
     s = api.open_session(0, RW)
     app = api.channel.handler.app   # the HSM's side of this application
-    nested = []
+    nested, expected = [], {}
 
     def random_with_a_nested_call(handle, length, _real=app.generate_random):
         nested.append(api.session_info(s))   # on the same thread
+        expected.update(api.channel.link._expect)   # what the outer call's reply must carry
         return _real(handle, length)
 
     app.generate_random = random_with_a_nested_call
@@ -561,6 +563,7 @@ def test_a_call_nested_in_the_hsms_handling_in_process(tmp_path):
     if worker.is_alive():   # (the application stays behind: its lock is the stuck thread's)
         pytest.fail("the nested call waited on its own thread's lock")
     assert len(out[0]) == 16 and nested and nested[0][0] == 0
+    assert expected, "the nested call's reply took the outer call's expected protection"
     del app.generate_random
     assert len(api.generate_random(s, 8)) == 8   # the channel carries on, records in order
     ck.finalize()
