@@ -39,6 +39,7 @@ import collections
 import functools
 import itertools
 import operator
+import os
 import socket
 import struct
 import threading
@@ -277,6 +278,7 @@ class Channel:
             try:
                 self._sink.extend(feed)
             except BlockingIOError:  # nothing yet (polling): nothing was taken either
+                os.sched_yield()  # a thread this one keeps off its CPU (the peer?) runs first
                 now = time.perf_counter()
                 if deadline is None:
                     deadline = now + self.poll

@@ -1,6 +1,7 @@
 """Reading frames off a stream socket (the server's side): one recv fills a buffer
 that may hold several frames."""
 
+import os
 import socket
 import time
 
@@ -29,6 +30,7 @@ class FrameReader:
                 try:
                     chunk = self.sock.recv(max(_CHUNK, n - len(buf)), socket.MSG_DONTWAIT)
                 except BlockingIOError:
+                    os.sched_yield()  # a thread this one keeps off its CPU (the peer?) runs first
                     now = time.perf_counter()
                     if deadline is None:
                         deadline = now + self.poll
