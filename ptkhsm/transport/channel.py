@@ -39,7 +39,6 @@ import collections
 import functools
 import itertools
 import operator
-import os
 import socket
 import struct
 import threading
@@ -51,6 +50,7 @@ from .. import wire
 from ..errors import CKRError
 from . import collector
 from . import smslink as link
+from .polling import Poll
 
 UNIX = "unix"  # the kind of a server-list entry (ptkhsm.config)
 _NUDGE = 0.05  # seconds a waiting thread sleeps before it looks whether nobody is reading
@@ -82,7 +82,7 @@ def _timeval(seconds):
 class Channel:
     def __init__(self, address, connect_timeout, reply_timeout, sms=None, poll=0.0):
         self.address = address
-        self.poll = poll  # seconds a lone call looks for its reply before it sleeps in recv
+        self._poll = Poll(poll)  # how long a lone call looks for its reply before it sleeps in recv
         self.link = None  # the SMS channel (ptkhsm/transport/smslink.py) when `sms` settings ask for one
         self.reply_timeout = reply_timeout or None
         self.broken = None  # the CKRError every call gets once the connection is lost
@@ -251,8 +251,8 @@ class Channel:
         buf = self._buf
         # A lone call looks for its reply for `poll` seconds before it sleeps: waking a
         # sleeping thread takes longer than a short call's round trip (docs/network.md).
-        polling = self.poll and waiter is not None and len(self._waiting) == 1
-        deadline = None
+        deadline = self._poll.deadline() if waiter is not None and len(self._waiting) == 1 else None
+        polling = deadline is not None
         while True:
             head = buf[:_HEADER]
             size = _HEADER + wire.frame_length(head, wire.MAX_FRAME) if len(head) == _HEADER else 0
@@ -278,12 +278,7 @@ class Channel:
             try:
                 self._sink.extend(feed)
             except BlockingIOError:  # nothing yet (polling): nothing was taken either
-                os.sched_yield()  # a thread this one keeps off its CPU (the peer?) runs first
-                now = time.perf_counter()
-                if deadline is None:
-                    deadline = now + self.poll
-                elif now > deadline:
-                    polling = False
+                polling = self._poll.again(deadline)
                 continue
             if len(buf) == before and self._taken == taken:
                 raise EOFError("the peer closed the connection")

@@ -1,41 +1,35 @@
 """Reading frames off a stream socket (the server's side): one recv fills a buffer
 that may hold several frames."""
 
-import os
 import socket
-import time
 
 from .. import wire
+from .polling import Poll
 
 _CHUNK = 1 << 16  # what one recv asks for, unless a longer frame's rest is known to be due
 
 
 class FrameReader:
     """`poll` (seconds) and `may_poll()`: on a blocking socket, look for the next frame that
-    long before sleeping in recv, while may_poll() holds (a sleeping thread's wake-up costs
-    more than a short call: docs/network.md)."""
+    long before sleeping in recv, while may_poll() holds (ptkhsm/transport/polling.py)."""
 
     def __init__(self, sock, limit=wire.MAX_FRAME, poll=0.0, may_poll=None):
         self.sock = sock
         self.limit = limit
         self.buf = bytearray()
-        self.poll = poll
+        self.poll = Poll(poll)
         self.may_poll = may_poll
 
     def _fill(self, n, polling=False):
         buf = self.buf
-        deadline = None
+        deadline = self.poll.deadline() if polling else None
+        polling = deadline is not None
         while len(buf) < n:
             if polling:
                 try:
                     chunk = self.sock.recv(max(_CHUNK, n - len(buf)), socket.MSG_DONTWAIT)
                 except BlockingIOError:
-                    os.sched_yield()  # a thread this one keeps off its CPU (the peer?) runs first
-                    now = time.perf_counter()
-                    if deadline is None:
-                        deadline = now + self.poll
-                    elif now > deadline or not self.may_poll():
-                        polling = False
+                    polling = self.poll.again(deadline) and self.may_poll()
                     continue
             else:
                 chunk = self.sock.recv(max(_CHUNK, n - len(buf)))
@@ -48,7 +42,7 @@ class FrameReader:
         poll: look for it first (on a blocking socket only: see the class)."""
         buf = self.buf
         if len(buf) < 4:
-            self._fill(4, poll and self.poll and self.may_poll())
+            self._fill(4, poll and self.may_poll is not None and self.may_poll())
         size = 4 + wire.frame_length(buf, self.limit)
         if len(buf) < size:
             self._fill(size)

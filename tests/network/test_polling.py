@@ -5,6 +5,8 @@ time instead of spinning. Each test measures CPU time against a wait it makes lo
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +16,7 @@ from ptkhsm import constants as C
 from ptkhsm import wire
 from ptkhsm.config import Config
 from ptkhsm.cryptoki.netclient import NetClient
+from ptkhsm.transport import polling
 from ptkhsm.transport.frames import FrameReader
 
 from netserver import TRANSPORTS, Server
@@ -84,3 +87,40 @@ def test_a_slow_reply_and_an_idle_connection_cost_little_cpu(tmp_path, transport
     finally:
         client.finalize()
         server.stop()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="polling is off on one CPU")
+def test_polling_backs_off_when_its_cpu_is_wanted(monkeypatch):
+    """A yield that gives the CPU away (another process runs on it) turns polling off for a
+    while: a looking thread would take that CPU from the process, or from the peer it waits for."""
+    monkeypatch.setattr(polling, "BACKOFF", 0.2)
+    cpu = min(os.sched_getaffinity(0))
+    mask = os.sched_getaffinity(0)
+    poll = polling.Poll(0.01)   # made while this process may run on every CPU (one CPU: no polling)
+    hog = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.1)   # the hog is running on that CPU
+        for _ in range(50):
+            deadline = poll.deadline()
+            assert deadline is not None
+            if not poll.again(deadline):
+                break
+        else:
+            pytest.fail("50 yields on a CPU another process keeps busy all came back at once")
+        assert poll.deadline() is None, "polling went on after a yield that gave the CPU away"
+    finally:
+        os.sched_setaffinity(0, mask)
+        hog.kill()
+        hog.wait()
+    time.sleep(0.25)
+    assert poll.deadline() is not None, "polling stayed off past its back-off"
+
+
+def test_a_process_on_one_cpu_never_polls():
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mask)})
+        assert polling.Poll(0.01).deadline() is None
+    finally:
+        os.sched_setaffinity(0, mask)
