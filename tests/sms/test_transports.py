@@ -209,6 +209,20 @@ def test_full_encryption_leaves_no_plaintext_attribute(tmp_path, transport):
     assert all(r[1] == ch.ENCRYPTED | ch.SIGNED for r in data if r[0] == ch.DATA)
 
 
+def _run_collecting_eagerly(thread, callback, seconds):
+    """Run `thread` (up to `seconds`) with a collection at almost every allocation and
+    `callback` told of each."""
+    threshold = gc.get_threshold()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        thread.start()
+        thread.join(seconds)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+
+
 @pytest.mark.parametrize("pending", ["made during the exchange", "pending before the call"])
 def test_a_finaliser_that_calls_back_never_runs_while_its_thread_holds_the_channel(tmp_path, pending):
     """A garbage collection may finalise a host's object that calls the module again on the
@@ -247,20 +261,12 @@ def test_a_finaliser_that_calls_back_never_runs_while_its_thread_holds_the_chann
         channel = ck.api.channel
         session = ck.api.open_session(0, RW)
         caller = threading.Thread(target=lambda: got.append(ck.api.generate_random(session, 16)), daemon=True)
-        threshold = gc.get_threshold()
         gc.collect()
-        gc.callbacks.append(started)
         if pending == "pending before the call":
             abandon()
         else:
             armed.append(True)
-        gc.set_threshold(1)   # a collection at almost every allocation
-        try:
-            caller.start()
-            caller.join(30)
-        finally:
-            gc.set_threshold(*threshold)
-            gc.callbacks.remove(started)
+        _run_collecting_eagerly(caller, started, 30)
         assert not caller.is_alive(), "the finaliser's call waits for the channel its own thread holds"
         assert not inside, "collections started while the calling thread held its channel"
         gc.collect()
@@ -312,16 +318,8 @@ def test_over_the_network_no_collection_starts_inside_a_records_sealing_or_openi
         session = ck.api.open_session(0, RW)
         directions = ck.api.sms_link.channel.channel
         caller = threading.Thread(target=calls, daemon=True)
-        threshold = gc.get_threshold()
         gc.collect()
-        gc.callbacks.append(started)
-        gc.set_threshold(1)   # a collection at almost every allocation
-        try:
-            caller.start()
-            caller.join(60)
-        finally:
-            gc.set_threshold(*threshold)
-            gc.callbacks.remove(started)
+        _run_collecting_eagerly(caller, started, 60)
         assert not caller.is_alive(), "a finaliser's call waits for the direction lock its own thread holds"
         assert not inside, "collections started while the calling thread was sealing or opening a record"
         gc.collect()
