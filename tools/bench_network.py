@@ -83,14 +83,19 @@ def report(results, names, args):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(argv, doc, out):
+    """The options the server benches share (this one and tools/bench_sms.py)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--module", default=module_path())
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--out", default="docs/performance-network.md")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = arguments(argv, __doc__, "docs/performance-network.md")
     servers = {t: Server(t, args.workers) for t in ("tcp", "unix")}
     targets = [ctperf.Target(args.module, name="in-process")]
     for transport, server in servers.items():

@@ -14,7 +14,6 @@ in a bare loop with `cryptography`. Added to the in-process off call, it is the 
 SMS can cost there, whatever the code around the primitives does.
 """
 
-import argparse
 import datetime
 import hmac
 import os
@@ -31,13 +30,12 @@ from ptkhsm import constants as C
 from ptkhsm import ctperf
 from ptkhsm import mechparams as P
 from ptkhsm import wire
-from ptkhsm.cli import module_path
 from ptkhsm.config import Config
 from ptkhsm.hsm.core import HSM
 from ptkhsm.sms import channel as ch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_network import Server  # noqa: E402  (tools/ is not a package)
+from bench_network import Server, arguments  # noqa: E402  (tools/ is not a package)
 
 OPS = [("rsa2048-sign", 1), ("aes-cbc-1k", 1), ("random32", 1)]
 MODES = {"off": 0,
@@ -173,13 +171,7 @@ def report(results, floors, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--module", default=module_path())
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--out", default="docs/performance-sms.md")
-    args = parser.parse_args(argv)
+    args = arguments(argv, __doc__, "docs/performance-sms.md")
     tmp = tempfile.mkdtemp(prefix="bench-sms-")
     targets, servers = [], []
     try:
