@@ -139,7 +139,9 @@ class Worker:
         self.long_slots = threading.BoundedSemaphore(LONG_REQUESTS)
         self.stopping = threading.Event()
         self.connections = set()
-        self.running = set()  # the connections whose requests run on their reading threads now
+        # the reading threads running a request now (ids: a connection's next reader may start
+        # one before the thread that passed the reading on has finished its own)
+        self.running = set()
         self.poll = config.get("ET_HSM_NETSERVER_POLL_US") / 1e6
         self.lock = threading.Condition()
         gate.install(self.pass_reading_on)
@@ -227,11 +229,12 @@ class Worker:
             connection.send(handler.handle(kind, body))
             return True
         _reading.connection = connection
-        self.running.add(connection)
+        me = threading.get_ident()
+        self.running.add(me)
         try:
             reply = handler.handle(kind, body)
         finally:
-            self.running.discard(connection)
+            self.running.discard(me)
             passed = _reading.connection is None
             _reading.connection = None
             if passed:
@@ -252,7 +255,7 @@ class Worker:
         if connection is None or not self.long_slots.acquire(blocking=False):
             return
         _reading.connection = None
-        self.running.discard(connection)
+        self.running.discard(threading.get_ident())   # long: it leaves the GIL to others
         with connection.finished:
             connection.long += 1
         self.threads.run(functools.partial(self.read, connection))
