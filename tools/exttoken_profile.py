@@ -5,7 +5,7 @@
 Fills a data directory with LONG external AES keys (as tools/bench_exttoken.py does), then
 runs `valgrind --tool=callgrind` twice: cold-loading (first use: C_SignInit + C_Sign AES-CMAC,
 which unwraps the key) SHORT keys, then LONG keys, and prints (instructions of the long run -
-the short run's) / (LONG - SHORT): start-up cancels out and the count does not depend on what
+the short run's) / (LONG - SHORT), with the package of this source tree: start-up cancels out and the count does not depend on what
 else the machine does, unlike the bench's wall clock. --keep DIR keeps the two callgrind
 outputs for callgrind_annotate. One run alone:
 
@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+# The source tree, not the installed copy: the point is A/B of the code being changed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptkhsm import constants as C
 from ptkhsm.config import Config
 from ptkhsm.cryptoki.client import Cryptoki
