@@ -355,12 +355,10 @@ class ExtToken:
         if token is None:
             with _own_work("the external token's files", error):
                 token = self._setup()
-        files = token.files
         try:
-            files.refresh()
+            entry = token.files.entry(handle - BASE)
         except (CKRError, OSError) as exc:
             raise _edge(exc, "the external token's files", error) from None
-        entry = files.index.get(handle - BASE)
         if entry is None or (entry.kind == PRIVATE and not self._user):
             raise CKRError(error, f"object {handle}")
         return entry
