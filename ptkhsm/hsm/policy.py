@@ -241,11 +241,11 @@ def check_change(attrs, changes, is_so, copying=False):
         raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not modifiable")
     permitted = allowed(cls, attrs.get(C.CKA_KEY_TYPE))
     for attr_type, value in changes.items():
-        flags = schema.flags_of(attr_type)
         if attr_type not in permitted:
             raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, f"{schema.name(attr_type)} does not apply")
         if attrs.get(attr_type) == value:
             continue
+        flags = schema.flags_of(attr_type)    # only for a change (ExtToken's loads change nothing)
         changeable = flags & schema.MUTABLE or (copying and flags & schema.COPY_SET) or (
             cls == C.CKO_DATA and attr_type == C.CKA_VALUE)
         if not changeable:
