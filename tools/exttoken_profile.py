@@ -97,11 +97,14 @@ def main(argv=None):
         return 0
     datapath = args.data or tempfile.mkdtemp(prefix="ptkhsm-ext-profile-")
     try:
+        masterkey = args.masterkey
         if not os.path.exists(os.path.join(datapath, "exttoken")):
             fill(datapath, args.long, args.masterkey)
+        else:
+            masterkey = "master keys of the --data given"
         long = instructions(args.long, datapath, args.maxloaded, args.keep)
         short = instructions(args.short, datapath, args.maxloaded, args.keep)
-        print(f"cold load ({args.masterkey}, MAXLOADED {args.maxloaded:,}): "
+        print(f"cold load ({masterkey}, MAXLOADED {args.maxloaded:,}): "
               f"{(long - short) / (args.long - args.short) / 1e3:.1f}k instructions per object")
     finally:
         if not args.data:
