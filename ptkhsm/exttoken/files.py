@@ -220,17 +220,42 @@ class Files:
                 return
             sizes = []
             for log in self.logs:    # one os.stat per log: replaced (compaction) or grown
-                try:
-                    st = os.stat(log.path)
-                except FileNotFoundError:
-                    st = None
-                if (st.st_ino if st else None) != log.ino:
+                size = self._size(log)
+                if size is None:
                     self._load()
                     return
-                sizes.append(st.st_size if st else 0)
+                sizes.append(size)
             for log, size in zip(self.logs, sizes):
                 if log.fd is not None and log.bad_at is None and size > log.end:
                     self._replay(log, log.end)
+
+    @staticmethod
+    def _size(log):
+        """The size of the log at its path, or None if the path is another file now."""
+        try:
+            st = os.stat(log.path)
+        except FileNotFoundError:
+            return None if log.ino is not None else 0
+        return st.st_size if st.st_ino == log.ino else None
+
+    def entry(self, oid):
+        """The index entry of an object, up to date with the files, or None.
+
+        All the records of an object are in one log (its kind: CKA_PRIVATE cannot change, and
+        put() refuses to move an object), so only that log needs the generation check: one
+        os.stat per use instead of one per log. An id the index does not hold may be in either."""
+        with self._thread_lock:
+            entry = self.index.get(oid) if self._loaded else None
+            if entry is None:
+                self.refresh()
+                return self.index.get(oid)
+            log = self.logs[entry.kind]
+            size = self._size(log)
+            if size is None:
+                self._load()
+            elif log.bad_at is None and size > log.end:
+                self._replay(log, log.end)
+            return self.index.get(oid)
 
     def _reset(self):
         self.index = {}            # oid -> Entry
@@ -413,6 +438,8 @@ class Files:
                 oid = self.max_oid + 1
             elif oid not in self.index:
                 raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, f"ExtToken object {oid} was destroyed")
+            elif self.index[oid].kind != kind:   # entry() checks only the log of an object's kind
+                raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"ExtToken object {oid} cannot change its CKA_PRIVATE")
             self._append(self.logs[kind], encode_record(PUT, oid, meta, cryptogram))
             self._maintain()
             return oid

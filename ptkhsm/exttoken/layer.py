@@ -355,12 +355,10 @@ class ExtToken:
         if token is None:
             with _own_work("the external token's files", error):
                 token = self._setup()
-        files = token.files
         try:
-            files.refresh()
+            entry = token.files.entry(handle - BASE)
         except (CKRError, OSError) as exc:
             raise _edge(exc, "the external token's files", error) from None
-        entry = files.index.get(handle - BASE)
         if entry is None or (entry.kind == PRIVATE and not self._user):
             raise CKRError(error, f"object {handle}")
         return entry
@@ -376,7 +374,7 @@ class ExtToken:
     def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
         """A handle the application gave -> the HSM's handle (loading an external object).
         hits: collects the ids of the objects that were already loaded (see _with_loaded)."""
-        if not self._ext(session):
+        if session not in self._sessions:
             return handle
         if handle < BASE:
             if self._hidden(handle):
@@ -836,14 +834,19 @@ class ExtToken:
 
 def _keyed_init(name):
     def init(self, session, mechanism, key):
-        if not self._ext(session):
-            return getattr(self.lower, name)(session, mechanism, key)
-        if key < BASE and P.kind_of(mechanism.type) != P.KEY_HANDLE:
+        lower_init = getattr(self.lower, name)
+        if session not in self._sessions:
+            return lower_init(session, mechanism, key)
+        if P.kind_of(mechanism.type) == P.KEY_HANDLE:
+            with self._lock:
+                return self._with_loaded(session, lambda m, k: lower_init(session, m, k),
+                                         [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
+        if key < BASE:
             # names no external object: nothing to load, so no lock (as get_attributes)
-            return getattr(self.lower, name)(session, mechanism, self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
-        with self._lock:
-            return self._with_loaded(session, lambda m, k: getattr(self.lower, name)(session, m, k),
-                                     [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)
+            return lower_init(session, mechanism, self._resolve(session, key, C.CKR_KEY_HANDLE_INVALID))
+        with self._lock:    # the parameter names no key: _with_loaded need not look at it
+            return self._with_loaded(session, lambda k: lower_init(session, mechanism, k),
+                                     [(key, C.CKR_KEY_HANDLE_INVALID)])
     init.__name__ = name
     return init
 

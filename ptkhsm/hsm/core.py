@@ -330,7 +330,8 @@ class Application:
         return self._object(token, handle, C.CKR_KEY_HANDLE_INVALID)
 
     def _add_objects(self, session, token, attrs_list):
-        """Store new objects (token ones durably, all in one transaction) -> handles."""
+        """Store new objects (token ones durably, all in one transaction) -> handles. attrs_list:
+        dicts made for this call (new_object's, a copy's), which become the objects'."""
         attrs_list = [policy.with_identity(attrs) for attrs in attrs_list]
         for attrs in attrs_list:
             access.check_write(session, token, attrs[C.CKA_TOKEN], attrs[C.CKA_PRIVATE])

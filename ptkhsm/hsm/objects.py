@@ -63,7 +63,7 @@ class ObjectTable(dict):
             self._remove(self[handle])  # a dict keeps the position of a replaced key
         else:
             self._order[handle] = self._next()
-        super().__setitem__(handle, obj)
+        dict.__setitem__(self, handle, obj)   # not super(): every new object comes here
         obj.table = self
         self._insert(obj, obj.attrs)
 
@@ -115,7 +115,11 @@ class ObjectTable(dict):
         for attr_type, index in self._index.items():
             value = attrs.get(attr_type, _MISSING)
             if value is not _MISSING:
-                index.setdefault(value, {})[obj.handle] = obj
+                bucket = index.get(value)
+                if bucket is None:
+                    index[value] = {obj.handle: obj}
+                else:    # no new dict for setdefault to throw away (most objects share CKA_ID b"")
+                    bucket[obj.handle] = obj
 
     def _remove(self, obj):
         self._drop_from_index(obj, obj.attrs)

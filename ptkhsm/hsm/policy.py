@@ -97,10 +97,12 @@ _NOT_RESTORED = (C.CKA_UNIQUE_ID,)
 
 
 def with_identity(attrs):
-    """A new object (created, generated, derived, unwrapped, restored or copied) with its
+    """A new object (created, generated, derived, unwrapped, restored or copied) given its
     CKA_UNIQUE_ID (v3.0 §4.4: set by the token when the object is made, read-only,
-    unique among its objects, never reused): 128 random bits as 32 hex digits."""
-    return {**attrs, C.CKA_UNIQUE_ID: secrets.token_hex(16).encode()}
+    unique among its objects, never reused): 128 random bits as 32 hex digits. In place:
+    attrs is the new object's own dict (a copy of 30-odd entries per new object otherwise)."""
+    attrs[C.CKA_UNIQUE_ID] = secrets.token_hex(16).encode()
+    return attrs
 
 
 def as_dict(template):
@@ -172,8 +174,9 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
 
 def _restore(template, restored):
     """The object of a CKM_WRAPKEY_* cryptogram (authenticated, so from this module, but
-    checked against the schema all the same), with the template's changes."""
-    attrs = dict(restored)
+    checked against the schema all the same), with the template's changes. restored is the
+    mechanism's own new dict: it becomes the object's."""
+    attrs = restored
     for attr_type in _NOT_RESTORED:
         attrs.pop(attr_type, None)
     cls, ckk = attrs.get(C.CKA_CLASS), attrs.get(C.CKA_KEY_TYPE)
@@ -238,11 +241,11 @@ def check_change(attrs, changes, is_so, copying=False):
         raise CKRError(C.CKR_ACTION_PROHIBITED, "object is not modifiable")
     permitted = allowed(cls, attrs.get(C.CKA_KEY_TYPE))
     for attr_type, value in changes.items():
-        flags = schema.flags_of(attr_type)
         if attr_type not in permitted:
             raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, f"{schema.name(attr_type)} does not apply")
         if attrs.get(attr_type) == value:
             continue
+        flags = schema.flags_of(attr_type)    # only for a change (ExtToken's loads change nothing)
         changeable = flags & schema.MUTABLE or (copying and flags & schema.COPY_SET) or (
             cls == C.CKO_DATA and attr_type == C.CKA_VALUE)
         if not changeable:

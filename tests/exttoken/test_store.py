@@ -607,3 +607,26 @@ def test_exportable_false_forbids_wrapping_the_key_out():
     assert api.get_attributes(s, kept, [C.CKA_EXPORTABLE, C.CKA_EXTRACTABLE]) == [False, True]
     assert _wrap_rv(api, s, kek, kept) == C.CKR_KEY_UNEXTRACTABLE
     lib.finalize()
+
+
+def test_a_use_checks_the_log_of_its_object_and_an_object_keeps_its_log(tmp_path):
+    """Files.entry() checks only the log of the object's kind (one os.stat per use): what
+    another process writes to that log is seen at the next use, and put() refuses to move an
+    object to the other log, which entry() would not look at."""
+    writer, reader = F.Files(str(tmp_path), "et1"), F.Files(str(tmp_path), "et1")
+    for kind in (F.PUBLIC, F.PRIVATE):
+        writer.ensure_log(kind, C.CKM_WRAPKEY_DES3_CBC, b"kvc")
+    oid = writer.put(None, F.PRIVATE, {C.CKA_LABEL: b"a"}, b"one")
+    assert reader.cryptogram(reader.entry(oid)) == b"one"
+    writer.put(None, F.PUBLIC, {C.CKA_LABEL: b"b"}, b"other")     # the other log grows
+    writer.put(oid, F.PRIVATE, {C.CKA_LABEL: b"a"}, b"two")
+    assert reader.cryptogram(reader.entry(oid)) == b"two"
+    writer.put(oid, F.PRIVATE, {C.CKA_LABEL: b"a"}, b"three")
+    writer.compact()                                               # both logs replaced
+    assert reader.cryptogram(reader.entry(oid)) == b"three"
+    with pytest.raises(CKRError) as exc:
+        writer.put(oid, F.PUBLIC, {C.CKA_LABEL: b"a"}, b"moved")
+    assert exc.value.rv == C.CKR_ATTRIBUTE_READ_ONLY
+    assert reader.cryptogram(reader.entry(oid)) == b"three"
+    writer.delete(oid)
+    assert reader.entry(oid) is None

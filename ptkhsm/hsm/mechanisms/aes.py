@@ -12,12 +12,15 @@ from .secret import SecretKeyGen, secret_key_type
 
 LENGTHS = (16, 24, 32)
 BLOCK = 16
+ECB = modes.ECB()          # holds nothing: one for every context
+_ZERO_BLOCK = bytes(BLOCK)
 
 
 def kcv(value):
-    """AES check value (PKCS#11 3.0 §6.8): first 3 bytes of ECB(key, zero block)."""
-    encryptor = Cipher(algorithms.AES(value), modes.ECB()).encryptor()
-    return (encryptor.update(b"\0" * BLOCK) + encryptor.finalize())[:3]
+    """AES check value (PKCS#11 3.0 §6.8): first 3 bytes of ECB(key, zero block). A whole block
+    comes out of update(); finalize() would add nothing (every new AES key asks: ExtToken's
+    cold load restores one per object)."""
+    return Cipher(algorithms.AES(value), ECB).encryptor().update(_ZERO_BLOCK)[:3]
 
 
 register_key_type(secret_key_type(C.CKK_AES, LENGTHS, kcv))
@@ -68,7 +71,7 @@ def _iv(param):
 def _mode(row, param):
     kind = row.info["mode"]
     if kind == "ecb":
-        return modes.ECB()
+        return ECB
     if kind in ("cbc", "cbc-pad"):
         return modes.CBC(_iv(param))
     raise AssertionError(kind)

@@ -49,10 +49,13 @@ def cipher(value):
     return TripleDES(value + value[:8] if len(value) == 16 else value)
 
 
+_ECB = modes.ECB()
+_ZERO_BLOCK = bytes(BLOCK)
+
+
 def kcv(value):
-    """PKCS#11 3.0 §6.8: first 3 bytes of ECB(key, zero block)."""
-    encryptor = Cipher(cipher(value), modes.ECB()).encryptor()
-    return (encryptor.update(b"\0" * BLOCK) + encryptor.finalize())[:3]
+    """PKCS#11 3.0 §6.8: first 3 bytes of ECB(key, zero block) (update() gives the whole block)."""
+    return Cipher(cipher(value), _ECB).encryptor().update(_ZERO_BLOCK)[:3]
 
 
 for _ckk, _length in LENGTH.items():

@@ -257,13 +257,16 @@ def _des3(key):
     return remembered(key, "des3", lambda attrs: des.cipher(attrs[C.CKA_VALUE]))
 
 
+_PKCS7 = padding.PKCS7(64)   # holds only the block size: its padders and unpadders are new per call
+
+
 def _des3_cbc_pad(des3, iv, data, encrypt):
     algorithm = Cipher(des3, modes.CBC(iv))
     if encrypt:
-        padder = padding.PKCS7(64).padder()
+        padder = _PKCS7.padder()
         ctx = algorithm.encryptor()
         return ctx.update(padder.update(data) + padder.finalize()) + ctx.finalize()
-    ctx, unpadder = algorithm.decryptor(), padding.PKCS7(64).unpadder()
+    ctx, unpadder = algorithm.decryptor(), _PKCS7.unpadder()
     plain = ctx.update(data) + ctx.finalize()       # ValueError if not whole blocks
     return unpadder.update(plain) + unpadder.finalize()  # ValueError on bad padding
 
