@@ -39,6 +39,15 @@ def _library(datapath, **extra):
     return stack(Cryptoki(Config(env)))
 
 
+def ready_token(api, slot, label):
+    """Initialise the token in `slot` and set the user PIN (tools/exttoken_profile.py too)."""
+    api.init_token(slot, SO_PIN, label.ljust(32))
+    s = api.open_session(slot, RW)
+    api.login(s, C.CKU_SO, SO_PIN)
+    api.init_pin(s, PIN)
+    api.close_session(s)
+
+
 def _session(api, slot):
     s = api.open_session(slot, RW)
     api.login(s, C.CKU_USER, PIN)
@@ -113,11 +122,7 @@ def main(argv=None):
         lib = _library(datapath)
         api = lib.api
         for slot in (0, 1):
-            api.init_token(slot, SO_PIN, b"bench".ljust(32))
-            s = api.open_session(slot, RW)
-            api.login(s, C.CKU_SO, SO_PIN)
-            api.init_pin(s, PIN)
-            api.close_session(s)
+            ready_token(api, slot, b"bench")
         creates = {}
         for slot in (0, 1):
             s = _session(api, slot)

@@ -24,18 +24,8 @@ from pathlib import Path
 # The source tree, not the installed copy: the point is A/B of the code being changed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptkhsm import constants as C
-from ptkhsm.config import Config
-from ptkhsm.cryptoki.client import Cryptoki
-from ptkhsm.exttoken import stack
-from ptkhsm.mechparams import Mechanism
 
-SO_PIN, PIN = b"12345678", b"1234"
-RW = C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION
-CMAC = Mechanism(C.CKM_AES_CMAC)
-
-
-def _library(datapath, **extra):
-    return stack(Cryptoki(Config({"ET_PTKC_SW_DATAPATH": datapath, "HOME": datapath, **extra})))
+from bench_exttoken import CMAC, PIN, RW, _library, ready_token  # noqa: E402  (tools/ is not a package)
 
 
 def _session(api):
@@ -47,11 +37,7 @@ def _session(api):
 def fill(datapath, count, masterkey):
     lib = _library(datapath, ET_PTKC_EXTTOKEN_MASTERKEY=masterkey)
     api = lib.api
-    api.init_token(0, SO_PIN, b"profile".ljust(32))
-    s = api.open_session(0, RW)
-    api.login(s, C.CKU_SO, SO_PIN)
-    api.init_pin(s, PIN)
-    api.close_session(s)
+    ready_token(api, 0, b"profile")
     s = _session(api)
     for i in range(count):
         api.create_object(s, [
