@@ -244,9 +244,10 @@ class Channel:
 
         A nested call may start at any call below and take frames (whole ones, from the
         front). So the header is read from a copy (slicing calls nothing), what is read
-        off the buffer counts only after a look that no frame was taken since, and the
-        buffer is changed only after that look, by bytecode that calls nothing and
-        allocates nothing the collector counts."""
+        off the buffer counts only after a look that no frame was taken since (and nothing
+        indexes it before such a look: it may be shorter than it was), and the buffer is
+        changed only after that look, by bytecode that calls nothing and allocates nothing
+        the collector counts."""
         taken = self._taken
         buf = self._buf
         # A lone call looks for its reply for `poll` seconds before it sleeps: waking a
@@ -259,6 +260,8 @@ class Channel:
             rest = 0
             if size:
                 if len(buf) >= size:
+                    if self._taken != taken:   # len() returned to a nested call that took frames
+                        return None
                     kind, body, cut = buf[_HEADER], bytes(buf[_HEADER + 1:size]), slice(0, size)
                     if self._taken != taken:
                         return None

@@ -13,6 +13,7 @@ failure)."""
 
 import gc
 import hashlib
+import inspect
 import itertools
 import sys
 import threading
@@ -194,3 +195,27 @@ def test_python_pkcs11_finalizers_run_by_the_collector_mid_call(tmp_path, transp
         words = run.stdout.split()
         assert run.returncode == 0 and words[:2] == ["ok", "25"], run.stdout + run.stderr
         assert int(words[3]) > 0, run.stdout  # some finalizers did run nested in the library's calls
+
+
+def test_a_nested_call_that_takes_the_frame_just_measured(api):
+    """The nested call starts where `len(buf)` has just said the outer call's reply is
+    whole in the buffer, and takes it (the reader hands it on): the outer call must look
+    again, not index the emptied buffer (an IndexError once, in a fresh-clone make test)."""
+    lines, first = inspect.getsourcelines(channel.Channel._read_frame)
+    (measured,) = [first + i for i, line in enumerate(lines) if "if len(buf) >= size:" in line]
+    outer, other = api.open_session(0, RW), api.open_session(0, RW)
+    nested = []
+
+    def profile(frame, event, arg):
+        if event == "c_return" and arg is len and frame.f_code is channel.Channel._read_frame.__code__ \
+                and frame.f_lineno == measured and not nested:
+            nested.append(api.session_info(other)[1])
+
+    for _ in range(20):
+        nested.clear()
+        sys.setprofile(profile)
+        try:
+            state = api.session_info(outer)[1]
+        finally:
+            sys.setprofile(None)
+        assert state == C.CKS_RW_PUBLIC_SESSION and nested == [C.CKS_RW_PUBLIC_SESSION]
