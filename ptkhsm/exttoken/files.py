@@ -217,17 +217,22 @@ class Files:
         with self._thread_lock:
             if not self._loaded:
                 self._load()
+            else:
+                self._catch_up(self.logs)
+
+    def _catch_up(self, logs):
+        """One os.stat per log: one replaced (compaction) reloads everything, one grown is
+        replayed from where it was read to."""
+        sizes = []
+        for log in logs:
+            size = self._size(log)
+            if size is None:
+                self._load()
                 return
-            sizes = []
-            for log in self.logs:    # one os.stat per log: replaced (compaction) or grown
-                size = self._size(log)
-                if size is None:
-                    self._load()
-                    return
-                sizes.append(size)
-            for log, size in zip(self.logs, sizes):
-                if log.fd is not None and log.bad_at is None and size > log.end:
-                    self._replay(log, log.end)
+            sizes.append(size)
+        for log, size in zip(logs, sizes):
+            if log.fd is not None and log.bad_at is None and size > log.end:
+                self._replay(log, log.end)
 
     @staticmethod
     def _size(log):
@@ -249,12 +254,7 @@ class Files:
             if entry is None:
                 self.refresh()
                 return self.index.get(oid)
-            log = self.logs[entry.kind]
-            size = self._size(log)
-            if size is None:
-                self._load()
-            elif log.bad_at is None and size > log.end:
-                self._replay(log, log.end)
+            self._catch_up((self.logs[entry.kind],))
             return self.index.get(oid)
 
     def _reset(self):

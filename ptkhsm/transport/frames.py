@@ -13,7 +13,7 @@ class FrameReader:
     """`poll` (seconds) and `may_poll()`: on a blocking socket, look for the next frame that
     long before sleeping in recv, while may_poll() holds (ptkhsm/transport/polling.py)."""
 
-    def __init__(self, sock, limit=wire.MAX_FRAME, poll=0.0, may_poll=None):
+    def __init__(self, sock, limit=wire.MAX_FRAME, poll=0.0, may_poll=lambda: True):
         self.sock = sock
         self.limit = limit
         self.buf = bytearray()
@@ -42,7 +42,7 @@ class FrameReader:
         poll: look for it first (on a blocking socket only: see the class)."""
         buf = self.buf
         if len(buf) < 4:
-            self._fill(4, poll and self.may_poll is not None and self.may_poll())
+            self._fill(4, poll and self.may_poll())
         size = 4 + wire.frame_length(buf, self.limit)
         if len(buf) < size:
             self._fill(size)
