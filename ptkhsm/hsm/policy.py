@@ -94,6 +94,16 @@ CREATE, GENERATE, UNWRAP, DERIVE = "create", "generate", "unwrap", "derive"
 RESTORE = "restore"
 # Never restored: a new object gets its own identity.
 _NOT_RESTORED = (C.CKA_UNIQUE_ID,)
+# What a restored object lacking an attribute gets: the defaults of a new object, and the
+# history of an unwrapped one (this module's cryptograms carry every attribute; one made
+# elsewhere from docs/wrapkey-des3-cbc.md may not).
+_RESTORE_DEFAULTS = {cls: {**_COMMON_DEFAULTS, **defaults} for cls, defaults in DEFAULTS.items()}
+for _cls in TYPED_CLASSES:
+    _RESTORE_DEFAULTS[_cls][C.CKA_LOCAL] = False
+for _cls in KEY_CLASSES:
+    _RESTORE_DEFAULTS[_cls][C.CKA_KEY_GEN_MECHANISM] = C.CK_UNAVAILABLE_INFORMATION
+for _cls in SECRET_CLASSES:
+    _RESTORE_DEFAULTS[_cls].update({C.CKA_ALWAYS_SENSITIVE: False, C.CKA_NEVER_EXTRACTABLE: False})
 
 
 def with_identity(attrs):
@@ -186,6 +196,15 @@ def _restore(template, restored):
     if not attrs.keys() <= permitted:
         stray = [schema.name(t) for t in attrs if t not in permitted]
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
+    defaults = _RESTORE_DEFAULTS[cls]
+    if not defaults.keys() <= attrs.keys():
+        for attr_type in defaults.keys() - attrs.keys():
+            attrs[attr_type] = defaults[attr_type]
+    # C_WrapKey takes only extractable keys, so no cryptogram of this module says "never
+    # extractable": one that does was made outside, by someone who knows the unwrapping key,
+    # to have a key whose value they know claim it never left an HSM.
+    if cls in SECRET_CLASSES and attrs.get(C.CKA_NEVER_EXTRACTABLE):
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "wrapped key claims CKA_NEVER_EXTRACTABLE")
     # check_so_only runs where every new object is added (the HSM knows who is logged in).
     check_change(attrs, template, is_so=True, copying=True)
     attrs.update(template)

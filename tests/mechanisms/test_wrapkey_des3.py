@@ -235,6 +235,26 @@ def test_cryptogram_made_from_the_document(s, wk):
             unwrap(s, WRAPKEY, None, wk.handle, _encode(bad_clear, bad_secret, WK_VALUE))
 
 
+def test_a_cryptogram_claiming_a_never_extractable_key_is_refused(s, wk):
+    """Whoever knows an unwrapping key can MAC any object: one claiming CKA_NEVER_EXTRACTABLE
+    (which no wrappable key has) would give a key of known value that says it never left an
+    HSM. The same cryptogram without the claim unwraps, so the refusal is for the claim."""
+    clear = {C.CKA_CLASS: _ulong(C.CKO_SECRET_KEY), C.CKA_KEY_TYPE: _ulong(C.CKK_AES), C.CKA_TOKEN: b"\0",
+             C.CKA_SENSITIVE: b"\1", C.CKA_EXTRACTABLE: b"\0", C.CKA_ALWAYS_SENSITIVE: b"\1"}
+    value = bytes(range(16))
+    with raw_rv(C.CKR_WRAPPED_KEY_INVALID):
+        unwrap(s, WRAPKEY, None, wk.handle, _encode({**clear, C.CKA_NEVER_EXTRACTABLE: b"\1"},
+                                                    {C.CKA_VALUE: value}, WK_VALUE))
+    handle = unwrap(s, WRAPKEY, None, wk.handle, _encode({**clear, C.CKA_NEVER_EXTRACTABLE: b"\0"},
+                                                         {C.CKA_VALUE: value}, WK_VALUE))
+    assert raw.attribute(s, handle, C.CKA_NEVER_EXTRACTABLE) == b"\0"
+    # What the cryptogram lacks (it was an internal error for CKA_PRIVATE) is a new object's
+    # default, and an unwrapped key's history.
+    assert raw.attribute(s, handle, C.CKA_PRIVATE) == b"\1"
+    assert raw.attribute(s, handle, C.CKA_LOCAL) == b"\0"
+    assert raw.attribute(s, handle, C.CKA_KEY_GEN_MECHANISM) == _ulong(C.CK_UNAVAILABLE_INFORMATION)
+
+
 # -- tampering and bad parameters ------------------------------------------------------------
 def test_every_changed_bit_is_signature_invalid(s, wk):
     """One bit flipped in each byte of the cryptogram (lengths, IV, E, attributes, tag), and
