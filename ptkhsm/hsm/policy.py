@@ -164,10 +164,9 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
             raise CKRError(C.CKR_TEMPLATE_INCONSISTENT,
                            f"{schema.name(attr_type)} is computed by the operation")
     if origin == CREATE:
-        required = REQUIRED.get(cls, ()) + (key_type(ckk).required.get(cls, ()) if ckk is not None else ())
-        missing = [schema.name(t) for t in required if t not in template]
+        missing = _missing(template, cls, ckk)
         if missing:
-            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, f"missing {', '.join(missing)}")
+            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, f"missing {missing}")
     attrs = {C.CKA_CLASS: cls, **_COMMON_DEFAULTS, **DEFAULTS[cls], **template, **(extra or {})}
     if cls in TYPED_CLASSES:
         attrs[C.CKA_KEY_TYPE] = ckk
@@ -180,6 +179,16 @@ def new_object(template, origin, cls=None, ckk=None, mechanism=None, base=None, 
     elif cls == C.CKO_CERTIFICATE:
         _certificate_check_value(attrs)
     return attrs
+
+
+@functools.cache
+def _required(cls, ckk):
+    return REQUIRED.get(cls, ()) + (key_type(ckk).required.get(cls, ()) if ckk is not None else ())
+
+
+def _missing(attrs, cls, ckk):
+    """The attributes C_CreateObject must be given that attrs lacks, named ('' for none)."""
+    return ", ".join(schema.name(t) for t in _required(cls, ckk) if t not in attrs)
 
 
 def _restore(template, restored):
@@ -196,6 +205,9 @@ def _restore(template, restored):
     if not attrs.keys() <= permitted:
         stray = [schema.name(t) for t in attrs if t not in permitted]
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object carries {', '.join(stray)}")
+    missing = _missing(attrs, cls, ckk)
+    if missing:
+        raise CKRError(C.CKR_WRAPPED_KEY_INVALID, f"wrapped object lacks {missing}")
     defaults = _RESTORE_DEFAULTS[cls]
     if not defaults.keys() <= attrs.keys():
         for attr_type in defaults.keys() - attrs.keys():

@@ -255,6 +255,31 @@ def test_a_cryptogram_claiming_a_never_extractable_key_is_refused(s, wk):
     assert raw.attribute(s, handle, C.CKA_KEY_GEN_MECHANISM) == _ulong(C.CK_UNAVAILABLE_INFORMATION)
 
 
+def test_a_cryptogram_lacking_any_one_attribute_is_an_object_or_refused(s, wk):
+    """Authentic cryptograms of each class (an AES key, RSA private and public keys, a data
+    object), each attribute left out in turn: the unwrap makes an object or answers
+    CKR_WRAPPED_KEY_INVALID, never an internal error (leaving out CKA_PRIVATE was one)."""
+    crypto_key = rsa.generate_private_key(65537, 2048)
+    private, public = rsa_from_crypto(s, crypto_key, extra={Attribute.EXTRACTABLE: True})
+    aes = secret(s, KeyType.AES, bytes(range(16)), LABEL="any")
+    data = s.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.VALUE: b"payload",
+                            Attribute.TOKEN: False, Attribute.LABEL: "data"})
+    outcomes = set()
+    for obj in (aes, private, public, data):
+        _, a, ck = _decode(raw.wrap(s, WRAPKEY, None, wk.handle, obj.handle), WK_VALUE)
+        clear = {t: v for t, v in a.items() if v is not None}
+        for left_out in list(clear) + list(ck):
+            try:
+                unwrap(s, WRAPKEY, None, wk.handle, _encode(
+                    {t: v for t, v in clear.items() if t != left_out},
+                    {t: v for t, v in ck.items() if t != left_out}, WK_VALUE))
+                outcomes.add(C.CKR_OK)
+            except raw.CKR as exc:
+                assert exc.rv == C.CKR_WRAPPED_KEY_INVALID, (obj, hex(left_out), hex(exc.rv))
+                outcomes.add(exc.rv)
+    assert outcomes == {C.CKR_OK, C.CKR_WRAPPED_KEY_INVALID}
+
+
 # -- tampering and bad parameters ------------------------------------------------------------
 def test_every_changed_bit_is_signature_invalid(s, wk):
     """One bit flipped in each byte of the cryptogram (lengths, IV, E, attributes, tag), and
