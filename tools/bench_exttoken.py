@@ -89,8 +89,7 @@ def _find_ms(api, s, count, rounds=1000):
 def _settle():
     """Start a timed row from the same state as the others -> (seconds of gc.collect(), of
     os.sync()), shown in the table, so that a row's figure does not carry the work left by
-    what ran before it (the fill's 200,000 fsynced creates before the first row). It did not
-    explain why the MAXLOADED 100 row is the slow one: docs/exttoken.md, "Performance"."""
+    what ran before it (the fill's 200,000 fsynced creates before the first row)."""
     start = time.perf_counter()
     gc.collect()
     collected = time.perf_counter()

@@ -192,9 +192,10 @@ def _missing(attrs, cls, ckk):
 
 
 def _restore(template, restored):
-    """The object of a CKM_WRAPKEY_* cryptogram (authenticated, so from this module, but
-    checked against the schema all the same), with the template's changes. restored is the
-    mechanism's own new dict: it becomes the object's."""
+    """The object of a CKM_WRAPKEY_* cryptogram, with the template's changes. Authenticated
+    only means made by a holder of the unwrapping key, so it is checked as an outsider's:
+    against the schema, for what a new object needs, and for a claim no cryptogram of this
+    module makes. restored is the mechanism's own new dict: it becomes the object's."""
     attrs = restored
     for attr_type in _NOT_RESTORED:
         attrs.pop(attr_type, None)
