@@ -111,6 +111,11 @@ SCHEMA = {
 }
 
 
+# What C_GetAttributeValue needs of every attribute it returns, in one lookup each.
+SENSITIVE_TYPES = frozenset(t for t, (_, flags) in SCHEMA.items() if flags & SENSITIVE)
+TEMPLATE_TYPES = frozenset(t for t, (kind, _) in SCHEMA.items() if kind == TEMPLATE)
+
+
 def kind_of(attr_type):
     """The value kind; attributes we do not know are opaque bytes, by decision."""
     entry = SCHEMA.get(attr_type)
@@ -148,6 +153,8 @@ def decode(attr_type, raw):
 
 def encode(attr_type, value):
     """Python value -> bytes in the C layout (the store uses the same layout)."""
+    if type(value) is bytes:   # BYTES, UTF8, BIGINT and DATE values are their own layout
+        return value
     kind = kind_of(attr_type)
     if kind == BOOL:
         return b"\1" if value else b"\0"

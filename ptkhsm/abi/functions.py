@@ -296,7 +296,7 @@ def C_GetAttributeValue(hSession, hObject, pTemplate, ulCount):
     hsm = api()
     types = [pTemplate[i].type for i in range(M.template_count(pTemplate, ulCount))]
     # Per-attribute failures (sensitive, unknown, too small) still fill the others: not an exception.
-    return M.attributes_out(pTemplate, ulCount, hsm.get_attributes(hSession, hObject, types))
+    return M.attributes_out(pTemplate, types, hsm.get_attributes(hSession, hObject, types))
 
 
 @export

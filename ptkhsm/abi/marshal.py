@@ -129,32 +129,21 @@ def template_in(pointer, count):
     return out
 
 
-def attributes_out(pointer, count, values):
-    """C_GetAttributeValue's rules, attribute by attribute; -> the CKR to return."""
+def attributes_out(pointer, types, values):
+    """C_GetAttributeValue's rules, attribute by attribute (`types`: what the caller's
+    template asks for, in its order); -> the CKR to return."""
     rv = C.CKR_OK
-    for i in range(count):
+    for i, attr_type in enumerate(types):
         attribute = pointer[i]
         value = values[i]
         if isinstance(value, CKRError):
             attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
             rv = value.rv
             continue
-        if schema.kind_of(attribute.type) == schema.TEMPLATE:
-            needed = len(value) * ATTRIBUTE_SIZE
-            if attribute.pValue == NULL:
-                attribute.ulValueLen = needed
-            elif attribute.ulValueLen < needed:
-                attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
-                rv = C.CKR_BUFFER_TOO_SMALL
-            else:
-                inner = ffi.cast("CK_ATTRIBUTE_PTR", attribute.pValue)
-                for j, (inner_type, _) in enumerate(value):
-                    inner[j].type = inner_type
-                inner_rv = attributes_out(inner, len(value), [v for _, v in value])
-                attribute.ulValueLen = needed
-                rv = inner_rv if inner_rv != C.CKR_OK else rv
+        if attr_type in schema.TEMPLATE_TYPES:
+            rv = _template_out(attribute, value, rv)
             continue
-        raw = schema.encode(attribute.type, value)
+        raw = schema.encode(attr_type, value)
         if attribute.pValue == NULL:
             attribute.ulValueLen = len(raw)
         elif attribute.ulValueLen < len(raw):
@@ -164,6 +153,25 @@ def attributes_out(pointer, count, values):
             ffi.memmove(attribute.pValue, raw, len(raw))
             attribute.ulValueLen = len(raw)
     return rv
+
+
+def _template_out(attribute, value, rv):
+    """An attribute whose value is a template (CKA_WRAP_TEMPLATE): the caller's array of
+    CK_ATTRIBUTEs gets the types and, by the same rules, the values."""
+    needed = len(value) * ATTRIBUTE_SIZE
+    if attribute.pValue == NULL:
+        attribute.ulValueLen = needed
+        return rv
+    if attribute.ulValueLen < needed:
+        attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
+        return C.CKR_BUFFER_TOO_SMALL
+    inner = ffi.cast("CK_ATTRIBUTE_PTR", attribute.pValue)
+    types = [inner_type for inner_type, _ in value]
+    for j, inner_type in enumerate(types):
+        inner[j].type = inner_type
+    inner_rv = attributes_out(inner, types, [v for _, v in value])
+    attribute.ulValueLen = needed
+    return inner_rv if inner_rv != C.CKR_OK else rv
 
 
 # -- mechanism parameters -------------------------------------------------------

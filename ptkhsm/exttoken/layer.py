@@ -724,7 +724,9 @@ class ExtToken:
                 raise
 
     def get_attributes(self, session, obj_handle, types):
-        if obj_handle < BASE or not self._ext(session):
+        if session not in self._sessions:
+            return self.lower.get_attributes(session, obj_handle, types)
+        if obj_handle < BASE:
             return self.lower.get_attributes(session, self._resolve(session, obj_handle), types)
         with self._lock:
             entry = self._entry(obj_handle)

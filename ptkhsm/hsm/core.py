@@ -396,14 +396,7 @@ class Application:
     def get_attributes(self, handle, obj_handle, types):
         """-> list of values, or CKRError instances for attributes that cannot be given."""
         _, token = self._session(handle)
-        obj = self._object(token, obj_handle)
-        out = []
-        for attr_type in types:
-            try:
-                out.append(policy.visible_value(obj.attrs, attr_type))
-            except CKRError as exc:
-                out.append(exc)
-        return out
+        return policy.visible_values(self._object(token, obj_handle).attrs, types)
 
     def set_attributes(self, handle, obj_handle, template):
         session, token = self._session(handle)

@@ -304,17 +304,29 @@ def check_so_only(values, is_so):
             raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"only the SO sets {schema.name(attr_type)}")
 
 
-def hidden(attrs, attr_type):
-    """True if the value must not leave the token (sensitive or unextractable key material)."""
-    return (schema.flags_of(attr_type) & schema.SENSITIVE
-            and attrs[C.CKA_CLASS] in SECRET_CLASSES
-            and (attrs.get(C.CKA_SENSITIVE) or not attrs.get(C.CKA_EXTRACTABLE)))
+def hides_secrets(attrs):
+    """True if the object's sensitive attributes (schema.SENSITIVE: key material) must not
+    leave the token: a private or secret key that is sensitive or unextractable."""
+    return attrs[C.CKA_CLASS] in SECRET_CLASSES and bool(
+        attrs.get(C.CKA_SENSITIVE) or not attrs.get(C.CKA_EXTRACTABLE))
 
 
-def visible_value(attrs, attr_type):
-    """-> value, or raise the per-attribute CKR of C_GetAttributeValue."""
-    if attr_type not in attrs:
-        raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, schema.name(attr_type))
-    if hidden(attrs, attr_type):
-        raise CKRError(C.CKR_ATTRIBUTE_SENSITIVE, schema.name(attr_type))
-    return attrs[attr_type]
+def visible_values(attrs, types):
+    """C_GetAttributeValue's answer for each type: its value, or the CKRError of that
+    attribute (not raised: the others are still given)."""
+    hides = None   # asked once, and only if a sensitive type is asked for
+    out = []
+    for attr_type in types:
+        value = attrs.get(attr_type, _ABSENT)
+        if value is _ABSENT:
+            value = CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, schema.name(attr_type))
+        elif attr_type in schema.SENSITIVE_TYPES:
+            if hides is None:
+                hides = hides_secrets(attrs)
+            if hides:
+                value = CKRError(C.CKR_ATTRIBUTE_SENSITIVE, schema.name(attr_type))
+        out.append(value)
+    return out
+
+
+_ABSENT = object()

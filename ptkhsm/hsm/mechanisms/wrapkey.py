@@ -68,7 +68,7 @@ def signed_part(wrapped, tag):
 
 def _is_secret(attr_type):
     # Key material of every class travels encrypted: CKA_VALUE, private key parts.
-    return bool(schema.flags_of(attr_type) & schema.SENSITIVE)
+    return attr_type in schema.SENSITIVE_TYPES
 
 
 def encode_attributes(entries):
