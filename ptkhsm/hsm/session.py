@@ -45,9 +45,22 @@ class Active:
         self.mode = None  # SINGLE or MULTI once the first call after init says which
         self.pending = None  # (step, input, output) held back by a length query
         self.key = key
-        self.needs_context_login = key is not None and bool(key.attrs.get(C.CKA_ALWAYS_AUTHENTICATE))
-        self.long = key is not None and key.attrs.get(C.CKA_CLASS) == C.CKO_PRIVATE_KEY \
-            and key.attrs.get(C.CKA_KEY_TYPE) in _LONG_KEY_TYPES
+        self.needs_context_login, self.long = _NO_KEY if key is None else _traits(key)
+
+
+_NO_KEY = (False, False)
+_TRAITS = ("operation traits",)   # its name in a key's cache
+
+
+def _traits(key):
+    """(whether the key needs a CKU_CONTEXT_SPECIFIC login, whether its operations are long):
+    asked once per key, kept in its cache (which goes when its attributes change)."""
+    traits = key.cache.get(_TRAITS)
+    if traits is None:
+        attrs = key.attrs
+        traits = key.cache[_TRAITS] = (bool(attrs.get(C.CKA_ALWAYS_AUTHENTICATE)), attrs.get(
+            C.CKA_CLASS) == C.CKO_PRIVATE_KEY and attrs.get(C.CKA_KEY_TYPE) in _LONG_KEY_TYPES)
+    return traits
 
 
 class Session:
