@@ -135,6 +135,7 @@ void ptkhsm_fork_handled(void);
 const char *ptkhsm_shim_version(void);
 const char *ptkhsm_shim_package(void);
 void ptkhsm_let_others_in(void);
+CK_RV ptkhsm_value_out(CK_ATTRIBUTE_PTR template, CK_ULONG index, const char *value, CK_ULONG length);
 """
 
 _FUNC = re.compile(r"CK_PKCS11_FUNCTION_INFO\((\w+)\)\s*#ifdef CK_NEED_ARG_LIST\s*\((.*?)\);\s*#endif", re.S)

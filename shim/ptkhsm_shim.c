@@ -66,6 +66,27 @@ void ptkhsm_let_others_in(void)
     }
 }
 
+/* C_GetAttributeValue's rule for one value (PKCS#11 v3.0 §5.2, "C_GetAttributeValue"):
+ * the length only if the caller gave no buffer, CK_UNAVAILABLE_INFORMATION and
+ * CKR_BUFFER_TOO_SMALL if its buffer is too short, else the copy. ptkhsm/abi/marshal.py
+ * applies it through this function alone: through cffi, its four field accesses and
+ * the copy cost more than the engine's whole lookup of the value. */
+CK_RV ptkhsm_value_out(CK_ATTRIBUTE_PTR template, CK_ULONG index, const char *value, CK_ULONG length)
+{
+    CK_ATTRIBUTE_PTR attribute = template + index;
+    if (attribute->pValue == NULL_PTR) {
+        attribute->ulValueLen = length;
+        return CKR_OK;
+    }
+    if (attribute->ulValueLen < length) {
+        attribute->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(attribute->pValue, value, length);
+    attribute->ulValueLen = length;
+    return CKR_OK;
+}
+
 static void ptkhsm_gate_leave(void)
 {
     if (--ptkhsm_depth == 0)

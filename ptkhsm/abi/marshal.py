@@ -1,7 +1,7 @@
 """C <-> Python values at the ABI, and the buffer rules of PKCS#11 (v2.40 §5.2):
 these functions are the only place they are written."""
 
-from _ptkhsm_shim import ffi
+from _ptkhsm_shim import ffi, lib
 
 from .. import constants as C
 from .. import mechparams as P
@@ -134,24 +134,16 @@ def attributes_out(pointer, types, values):
     template asks for, in its order); -> the CKR to return."""
     rv = C.CKR_OK
     for i, attr_type in enumerate(types):
-        attribute = pointer[i]
         value = values[i]
         if isinstance(value, CKRError):
-            attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
+            pointer[i].ulValueLen = C.CK_UNAVAILABLE_INFORMATION
             rv = value.rv
-            continue
-        if attr_type in schema.TEMPLATE_TYPES:
-            rv = _template_out(attribute, value, rv)
-            continue
-        raw = schema.encode(attr_type, value)
-        if attribute.pValue == NULL:
-            attribute.ulValueLen = len(raw)
-        elif attribute.ulValueLen < len(raw):
-            attribute.ulValueLen = C.CK_UNAVAILABLE_INFORMATION
-            rv = C.CKR_BUFFER_TOO_SMALL
+        elif attr_type in schema.TEMPLATE_TYPES:
+            rv = _template_out(pointer[i], value, rv)
         else:
-            ffi.memmove(attribute.pValue, raw, len(raw))
-            attribute.ulValueLen = len(raw)
+            raw = schema.encode(attr_type, value)
+            if lib.ptkhsm_value_out(pointer, i, raw, len(raw)):  # the shim's copy-out rule
+                rv = C.CKR_BUFFER_TOO_SMALL
     return rv
 
 
