@@ -61,6 +61,7 @@ def _kinds():
 
 # Mechanism -> parameter kind. A mechanism not listed takes no parameter.
 KINDS = _kinds()
+KEY_HANDLE_MECHANISMS = frozenset(ckm for ckm, kind in KINDS.items() if kind == KEY_HANDLE)
 
 
 def kind_of(ckm):

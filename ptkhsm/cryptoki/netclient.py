@@ -198,7 +198,7 @@ class NetClient:
         for i in objects:
             out[i] = self._to_server(out[i])
         for i in mechanisms:
-            if P.kind_of(out[i].type) == P.KEY_HANDLE and type(out[i].param) is int:
+            if out[i].type in P.KEY_HANDLE_MECHANISMS and type(out[i].param) is int:
                 out[i] = P.Mechanism(out[i].type, self._to_server(out[i].param))
         return tuple(out)
 

@@ -363,27 +363,24 @@ class ExtToken:
             raise CKRError(error, f"object {handle}")
         return entry
 
-    def _hidden(self, handle):
-        """HSM objects an application cannot name on slot 0: the loaded copies (its handle is the
-        virtual one) and the external token's own objects (no sweep or stray handle may destroy
-        the master keys)."""
-        token = self._token
-        return handle in self._loaded or (token is not None and (
-            handle == token.data_object or handle in token.masters.values()))
-
     def _resolve(self, session, handle, error=C.CKR_OBJECT_HANDLE_INVALID, hits=None):
         """A handle the application gave -> the HSM's handle (loading an external object).
+        An HSM handle is its own, except those an application cannot name on slot 0: the
+        loaded copies (its handle is the virtual one) and the external token's own objects
+        (no sweep or stray handle may destroy the master keys).
         hits: collects the ids of the objects that were already loaded (see _with_loaded)."""
         if session not in self._sessions:
             return handle
         if handle < BASE:
-            if self._hidden(handle):
+            token = self._token
+            if handle in self._loaded or (token is not None and (
+                    handle == token.data_object or handle in token.masters.values())):
                 raise CKRError(error, f"object {handle}")
             return handle
         return self._load(self._entry(handle, error), error, hits)
 
     def _mechanism(self, session, mechanism, hits=None):
-        if P.kind_of(mechanism.type) == P.KEY_HANDLE and isinstance(mechanism.param, int):
+        if mechanism.type in P.KEY_HANDLE_MECHANISMS and isinstance(mechanism.param, int):
             return mechanism._replace(param=self._resolve(session, mechanism.param, C.CKR_KEY_HANDLE_INVALID, hits))
         return mechanism
 
@@ -839,7 +836,7 @@ def _keyed_init(name):
         lower_init = getattr(self.lower, name)
         if session not in self._sessions:
             return lower_init(session, mechanism, key)
-        if P.kind_of(mechanism.type) == P.KEY_HANDLE:
+        if mechanism.type in P.KEY_HANDLE_MECHANISMS:
             with self._lock:
                 return self._with_loaded(session, lambda m, k: lower_init(session, m, k),
                                          [(key, C.CKR_KEY_HANDLE_INVALID)], mechanism)

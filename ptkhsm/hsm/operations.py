@@ -84,7 +84,7 @@ def check_key(kind, row, key):
 
 
 def _resolve_param(row, mechanism, resolve):
-    if mechparams.kind_of(row.ckm) == mechparams.KEY_HANDLE:
+    if row.ckm in mechparams.KEY_HANDLE_MECHANISMS:
         return resolve(mechanism.param)
     return mechanism.param
 
