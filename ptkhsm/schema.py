@@ -194,7 +194,7 @@ def _decode_template(view):
             raise ValueError("attribute value runs past the end")
         chunk = view[pos:pos + length]
         pos += length
-        value = _decode_template(chunk) if kind_of(attr_type) == TEMPLATE else decode(attr_type, bytes(chunk))
+        value = _decode_template(chunk) if attr_type in TEMPLATE_TYPES else decode(attr_type, bytes(chunk))
         out.append((attr_type, value))
     if pos != len(view):
         raise ValueError("bytes after the last attribute")

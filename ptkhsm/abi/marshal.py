@@ -116,7 +116,7 @@ def template_in(pointer, count):
         attr_type, length = attribute.type, attribute.ulValueLen
         if length > MAX_VALUE_LEN:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{schema.name(attr_type)}: length {length}")
-        if schema.kind_of(attr_type) == schema.TEMPLATE:
+        if attr_type in schema.TEMPLATE_TYPES:
             if length % ATTRIBUTE_SIZE:
                 raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"{schema.name(attr_type)}: not a template")
             inner = ffi.cast("CK_ATTRIBUTE_PTR", attribute.pValue)

@@ -111,7 +111,7 @@ def _raw(attr_type, value):
     attribute (CKA_WRAP_TEMPLATE...) as a nested attribute block."""
     if not 0 <= attr_type <= 0xFFFFFFFF:
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, f"attribute {attr_type:#x} does not fit the format")
-    if schema.kind_of(attr_type) == schema.TEMPLATE:
+    if attr_type in schema.TEMPLATE_TYPES:
         return encode_attributes([(t, _raw(t, v)) for t, v in value])
     return schema.encode(attr_type, value)
 
@@ -128,7 +128,7 @@ _ULONG_LE = struct.Struct("<Q")
 
 
 def _value(attr_type, raw):
-    if schema.kind_of(attr_type) == schema.TEMPLATE:
+    if attr_type in schema.TEMPLATE_TYPES:
         entries = decode_attributes(raw)
         if any(r is None for _, r in entries):
             raise Malformed
