@@ -38,13 +38,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.hmac import HMAC
-from cryptography.hazmat.primitives.asymmetric import dh, ec
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from .. import constants as C
 from ..errors import CKRError
+from ..ffdh import DHPublicNumbers
 from . import groups
 
 VERSION = 1
@@ -97,7 +98,7 @@ class Suite:
             y = int.from_bytes(peer, "big")
             if not 1 < y < numbers.p - 1:
                 raise ValueError("public value out of range")
-            return private.exchange(dh.DHPublicNumbers(y, numbers).public_key())
+            return private.exchange(DHPublicNumbers(y, numbers).public_key())
         except ValueError:
             raise CKRError(C.CKR_CANNOT_DERIVE_KEYS, "SMS: the peer's DH public value is invalid") from None
 

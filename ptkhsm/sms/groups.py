@@ -12,7 +12,9 @@ from pi once, on first use (tests check that it is a safe prime).
 
 import functools
 
-from cryptography.hazmat.primitives.asymmetric import dh, ec
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..ffdh import DHParameterNumbers
 
 ADH2_CURVE = ec.SECP521R1
 
@@ -38,4 +40,4 @@ def _pi_scaled(bits):
 def modp2048():
     """RFC 3526 group 14: (p, g=2) as cryptography DH parameters."""
     p = 2 ** 2048 - 2 ** 1984 - 1 + 2 ** 64 * (_pi_scaled(1918) + 124476)
-    return dh.DHParameterNumbers(p, 2).parameters()
+    return DHParameterNumbers(p, 2).parameters()

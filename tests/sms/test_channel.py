@@ -45,6 +45,21 @@ def test_round_trip_in_both_modes_and_every_protection(mode, firmware):
         assert answer == b"CKR_OK"
 
 
+def test_legacy_adh_does_not_warn():
+    """cryptography deprecates FFDH and warns at each name taken from its dh module: a
+    legacy ADH channel (made, used) must print nothing on the application's stderr, even
+    under a host that turns that warning into an error."""
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    groups.modp2048.cache_clear()  # the group is made at first use: that use is in the test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        client, hsm, _ = _open(S.ADH, FIRMWARE_OLD)
+        assert hsm.unseal(client.seal(b"C_Login 1234", S.ENCRYPTED))[2] == b"C_Login 1234"
+
+
 def test_keys_differ_per_channel_and_per_direction():
     a, _, _ = _open()
     b, _, _ = _open()

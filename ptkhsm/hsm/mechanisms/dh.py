@@ -7,29 +7,23 @@ key is its trailing bytes (PKCS#11: "the truncation removes bytes from the
 leading end of the secret value"), as many as `derived.type_and_length` says
 (the rule every derivation shares).
 
-`cryptography` 50 deprecates finite-field DH; its names are fetched once,
-below, so the HSM does not warn on every use. OpenSSL checks a prime it does
+`cryptography` 50 deprecates finite-field DH; its names come from ptkhsm.ffdh,
+which says why they do not warn. OpenSSL checks a prime it does
 not know each time a key is loaded (0.2 s for a 2048-bit safe prime, 1 s at
 2236 bits); validated parameters are cached, and so are the key objects.
 """
 
 import functools
 import secrets
-import warnings
 
 from asn1crypto import algos
 from asn1crypto import core as asn1
-from cryptography.utils import CryptographyDeprecationWarning
 
 from ... import constants as C
 from ...errors import CKRError
+from ...ffdh import DHParameterNumbers, DHPrivateNumbers, DHPublicNumbers, generate_parameters
 from . import Row, finite_field_key_type, from_big, register, register_key_type, remembered, to_big
 from . import derived, pkcs8
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-    from cryptography.hazmat.primitives.asymmetric.dh import (
-        DHParameterNumbers, DHPrivateNumbers, DHPublicNumbers, generate_parameters)
 
 MIN_BITS, MAX_BITS = 1024, 8192
 MAX_GENERATE_BITS = 4096
