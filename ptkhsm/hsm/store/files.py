@@ -19,10 +19,15 @@ def _refuse(path, why):
     raise CKRError(CKR_DEVICE_ERROR, f"store: {path}: {why}")
 
 
-def _check_owner(path, info):
+def _check_private(path, info, is_kind, kind, refused_bits, refusal, fix):
+    """Ours, of the right kind, and none of `refused_bits` in its mode."""
+    if not is_kind(info.st_mode):
+        _refuse(path, f"not a {kind}")
     if info.st_uid != os.geteuid():
         _refuse(path, f"owned by uid {info.st_uid}, not by this user (uid {os.geteuid()}): "
                       f"chown it or use another data directory")
+    if info.st_mode & refused_bits:
+        _refuse(path, f"{refusal} (mode {stat.S_IMODE(info.st_mode):04o}): {fix}")
 
 
 def private_dir(path):
@@ -32,12 +37,8 @@ def private_dir(path):
         info = os.stat(path)
     except OSError as exc:
         _refuse(path, f"cannot create or open the data directory: {exc.strerror}")
-    if not stat.S_ISDIR(info.st_mode):
-        _refuse(path, "not a directory")
-    _check_owner(path, info)
-    if info.st_mode & 0o022:
-        _refuse(path, f"data directory is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o}): "
-                      f"chmod 700 it")
+    _check_private(path, info, stat.S_ISDIR, "directory", 0o022, "data directory is group- or world-writable",
+                   "chmod 700 it")
 
 
 def check_private_file(path):
@@ -48,12 +49,8 @@ def check_private_file(path):
         return
     except OSError as exc:
         _refuse(path, f"cannot inspect: {exc.strerror}")
-    if not stat.S_ISREG(info.st_mode):
-        _refuse(path, "not a regular file")
-    _check_owner(path, info)
-    if info.st_mode & 0o077:
-        _refuse(path, f"readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
-                      f"chmod 600 it")
+    _check_private(path, info, stat.S_ISREG, "regular file", 0o077, "readable or writable by group or others",
+                   "chmod 600 it")
 
 
 def read_key(path):
