@@ -85,3 +85,24 @@ def test_sms_is_shared_by_client_and_hsm_and_imports_neither():
             inner = [n for n in names if n.startswith("ptkhsm.") and not n.startswith(
                 ("ptkhsm.sms", "ptkhsm.constants", "ptkhsm.errors", "ptkhsm.ffdh"))]
             assert not inner, (module, inner)
+
+
+def test_asn1crypto_is_imported_at_first_use_only(tmp_path):
+    """Importing asn1crypto was 20 ms of a cold C_Initialize (ptkhsm/hsm/mechanisms/der.py):
+    an HSM started in a fresh interpreter has not imported it, and an EC key's point needs it."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from ptkhsm.cryptoki.client import Cryptoki\n"
+              "from ptkhsm.exttoken import stack\n"
+              "stack(Cryptoki())\n"
+              "print('asn1crypto' in sys.modules)\n"
+              "from ptkhsm.hsm.mechanisms import ec\n"
+              "ec.der_octet_string(b'point')\n"
+              "print('asn1crypto' in sys.modules)\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ET_PTKC_SW_DATAPATH": str(tmp_path / "data"),
+           "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]

@@ -16,14 +16,12 @@ not know each time a key is loaded (0.2 s for a 2048-bit safe prime, 1 s at
 import functools
 import secrets
 
-from asn1crypto import algos
-from asn1crypto import core as asn1
-
 from ... import constants as C
 from ...errors import CKRError
 from ...ffdh import DHParameterNumbers, DHPrivateNumbers, DHPublicNumbers, generate_parameters
 from . import Row, finite_field_key_type, from_big, register, register_key_type, remembered, to_big
 from . import derived, pkcs8
+from .der import asn1
 
 MIN_BITS, MAX_BITS = 1024, 8192
 MAX_GENERATE_BITS = 4096
@@ -32,20 +30,11 @@ _DOMAIN = (C.CKA_PRIME, C.CKA_BASE)
 DH_KEY_AGREEMENT = "1.2.840.113549.1.3.1"  # PKCS #3 dhKeyAgreement
 
 
-class _DhAlgorithm(asn1.Sequence):
-    """AlgorithmIdentifier of PKCS #3 dhKeyAgreement with its DHParameter (asn1crypto's
-    "dh" algorithm is X9.42's dhpublicnumber, which CKK_DH keys are not)."""
-    _fields = [("algorithm", asn1.ObjectIdentifier), ("parameters", algos.DHParameters)]
-
-
-class _DhPublicKeyInfo(asn1.Sequence):
-    _fields = [("algorithm", _DhAlgorithm), ("public_key", asn1.OctetBitString)]
-
-
 def spki(p, g, y):
     """SubjectPublicKeyInfo of a PKCS #3 DH key (dhKeyAgreement, DHParameter), as OpenSSL writes it."""
-    return _DhPublicKeyInfo({"algorithm": {"algorithm": DH_KEY_AGREEMENT, "parameters": {"p": p, "g": g}},
-                             "public_key": asn1.Integer(y).dump()}).dump()
+    der = asn1()
+    return der.DhPublicKeyInfo({"algorithm": {"algorithm": DH_KEY_AGREEMENT, "parameters": {"p": p, "g": g}},
+                                "public_key": der.core.Integer(y).dump()}).dump()
 
 
 @functools.lru_cache(maxsize=32)

@@ -2,7 +2,6 @@
 P-521 and secp256k1 (P-192 and P-224 as PTK-C offers them; the weakest accepted
 security level, 96 bits, sits just above RSA-1024's)."""
 
-from asn1crypto import core as asn1
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
@@ -10,6 +9,7 @@ from ... import constants as C
 from ...errors import CKRError
 from . import Buffered, HashThenSign, KeyType, Row, crypto_errors, register, register_key_type, remembered
 from . import pkcs8
+from .der import asn1
 from .digest import HASHES
 
 # DER of the namedCurve OIDs, and the names a PrintableString CKA_EC_PARAMS may carry.
@@ -30,13 +30,13 @@ _OID_OF = {curve: oid for oid, curve in CURVES.items()}
 
 
 def der_octet_string(data):
-    return asn1.OctetString(data).dump()
+    return asn1().core.OctetString(data).dump()
 
 
 def parse_octet_string(der):
     """DER OCTET STRING -> contents, or None if `der` is not exactly one."""
     try:
-        return asn1.OctetString.load(der, strict=True).native
+        return asn1().core.OctetString.load(der, strict=True).native
     except ValueError:
         return None
 

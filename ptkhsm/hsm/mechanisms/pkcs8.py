@@ -7,28 +7,16 @@ interpreter shared with the host owns. `load` refuses them, so `cryptography`
 never sees one.
 """
 
-from asn1crypto import algos
-from asn1crypto import core as asn1
-from asn1crypto import keys
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ... import constants as C
 from ...errors import CKRError
+from .der import asn1
 
 PKCS3_DH = "1.2.840.113549.1.3.1"   # dhKeyAgreement: DHParameter (p, g [, l])
 X942_DH = "1.2.840.10046.2.1"       # dhpublicnumber: DomainParameters (p, g, q, ...), OpenSSL's choice
 FINITE_FIELD_DH = (PKCS3_DH, X942_DH)
-
-
-class _Algorithm(asn1.Sequence):
-    _fields = [("algorithm", asn1.ObjectIdentifier), ("parameters", asn1.Any, {"optional": True})]
-
-
-class _PrivateKeyInfo(asn1.Sequence):
-    """RFC 5208 PrivateKeyInfo of any algorithm (asn1crypto's own knows no DH)."""
-    _fields = [("version", asn1.Integer), ("algorithm", _Algorithm), ("private_key", asn1.OctetString),
-               ("attributes", asn1.Any, {"implicit": 0, "optional": True})]
 
 
 def export(private):
@@ -39,7 +27,7 @@ def export(private):
 def _info(blob, what):
     """-> (algorithm OID, parameters DER or None, the private key's bytes)."""
     try:
-        info = _PrivateKeyInfo.load(blob, strict=True)
+        info = asn1().PrivateKeyInfo.load(blob, strict=True)
         algorithm = info["algorithm"]
         params = algorithm["parameters"]
         return algorithm["algorithm"].dotted, (None if params.native is None else params.dump()), \
@@ -74,11 +62,11 @@ def dh_numbers(cls, blob):
     oid, params, private = _info(blob, "DH")
     if oid not in FINITE_FIELD_DH or params is None:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DH key")
-    spec = algos.DHParameters if oid == PKCS3_DH else keys.DomainParameters
+    spec = asn1().algos.DHParameters if oid == PKCS3_DH else asn1().keys.DomainParameters
     try:
         domain = spec.load(params, strict=True)
         p, g = domain["p"].native, domain["g"].native
-        x = asn1.Integer.load(private, strict=True).native
+        x = asn1().core.Integer.load(private, strict=True).native
     except (ValueError, TypeError, KeyError):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "malformed PKCS#8 DH private key") from None
     return p, g, x
