@@ -111,7 +111,8 @@ SCHEMA = {
 }
 
 
-# What C_GetAttributeValue needs of every attribute it returns, in one lookup each.
+# The two questions asked of every attribute on the hot paths (C_GetAttributeValue,
+# templates in and out, the CKM_WRAPKEY codec), one set lookup each.
 SENSITIVE_TYPES = frozenset(t for t, (_, flags) in SCHEMA.items() if flags & SENSITIVE)
 TEMPLATE_TYPES = frozenset(t for t, (kind, _) in SCHEMA.items() if kind == TEMPLATE)
 

@@ -69,8 +69,9 @@ void ptkhsm_let_others_in(void)
 /* C_GetAttributeValue's rule for one value (PKCS#11 v3.0 §5.2, "C_GetAttributeValue"):
  * the length only if the caller gave no buffer, CK_UNAVAILABLE_INFORMATION and
  * CKR_BUFFER_TOO_SMALL if its buffer is too short, else the copy. ptkhsm/abi/marshal.py
- * applies it through this function alone: through cffi, its four field accesses and
- * the copy cost more than the engine's whole lookup of the value. */
+ * applies it through this function to every value but a template's (CKA_WRAP_TEMPLATE,
+ * whose array it fills in Python): through cffi, its four field accesses and the copy
+ * cost more than the engine's whole lookup of the value. */
 CK_RV ptkhsm_value_out(CK_ATTRIBUTE_PTR template, CK_ULONG index, const char *value, CK_ULONG length)
 {
     CK_ATTRIBUTE_PTR attribute = template + index;

@@ -62,11 +62,12 @@ def dh_numbers(cls, blob):
     oid, params, private = _info(blob, "DH")
     if oid not in FINITE_FIELD_DH or params is None:
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "not a DH key")
-    spec = asn1().algos.DHParameters if oid == PKCS3_DH else asn1().keys.DomainParameters
+    der = asn1()
+    spec = der.algos.DHParameters if oid == PKCS3_DH else der.keys.DomainParameters
     try:
         domain = spec.load(params, strict=True)
         p, g = domain["p"].native, domain["g"].native
-        x = asn1().core.Integer.load(private, strict=True).native
+        x = der.core.Integer.load(private, strict=True).native
     except (ValueError, TypeError, KeyError):
         raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "malformed PKCS#8 DH private key") from None
     return p, g, x
