@@ -68,6 +68,8 @@ class Keys:
 
         pkcs11-tool 0.23 --read-object fails on P-384 public keys ("cannot
         create EVP_PKEY") with any module, so EC keys are read from the listing.
+        (It frees the key's OSSL_PARAMs before building the key from them, fixed
+        in OpenSC 0.24 by commit 63d4bd3d3: on other curves it fails now and then.)
         """
         listing = self.token.tool("-O", "--type", "pubkey").stdout
         for block in listing.split("Public Key Object")[1:]:

@@ -171,6 +171,22 @@ def tool(*args, env=None):
     return subprocess.run(["pkcs11-tool", "--module", MODULE, *args], capture_output=True, env=env, timeout=120)
 
 
+# pkcs11-tool 0.23 (Debian 12) frees the OSSL_PARAMs of an EC public key before it builds
+# the key from them (fixed in OpenSC 0.24, commit 63d4bd3d3 "Avoid dereferencing freed
+# members when reading public keys"): whether --read-object succeeds depends on whether
+# that memory was reused meanwhile, in its process, whatever the module. A run that fails
+# so is run again; what it writes is checked as strictly.
+_USE_AFTER_FREE = b"cannot create EVP_PKEY"
+
+
+def read_ec_public_key(*args):
+    for _ in range(4):
+        result = tool("--read-object", "--type", "pubkey", *args)
+        if result.returncode == 0 or _USE_AFTER_FREE not in result.stderr:
+            break
+    return result
+
+
 @pytest.mark.parametrize("curve", ["P-256", "P-521", "secp256k1"])
 def test_pkcs11_tool_reads_ec_public_key(s, tmp_path, curve):
     """A token key made here is read by pkcs11-tool in another process; openssl parses the
@@ -181,7 +197,7 @@ def test_pkcs11_tool_reads_ec_public_key(s, tmp_path, curve):
                                          public_template={Attribute.EC_PARAMS: bytes.fromhex(oid)})
     try:
         out = tmp_path / "pub.der"
-        result = tool("--read-object", "--type", "pubkey", "--id", key_id.hex(), "-o", str(out))
+        result = read_ec_public_key("--id", key_id.hex(), "-o", str(out))
         assert result.returncode == 0, result.stderr.decode()
         assert out.read_bytes() == public_key_info(s, public)
         text = openssl("pkey", "-pubin", "-inform", "DER", "-in", str(out), "-text", "-noout").decode()
