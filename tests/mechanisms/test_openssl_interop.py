@@ -173,18 +173,10 @@ def tool(*args, env=None):
 
 # pkcs11-tool 0.23 (Debian 12) frees the OSSL_PARAMs of an EC public key before it builds
 # the key from them (fixed in OpenSC 0.24, commit 63d4bd3d3 "Avoid dereferencing freed
-# members when reading public keys"): whether --read-object succeeds depends on whether
-# that memory was reused meanwhile, in its process, whatever the module. A run that fails
-# so is run again; what it writes is checked as strictly.
+# members when reading public keys"): --read-object then fails, whatever the module,
+# whenever that memory was reused meanwhile in its process, which depends on everything
+# the process allocated before (in a full `make test` it did, for P-256, twice running).
 _USE_AFTER_FREE = b"cannot create EVP_PKEY"
-
-
-def read_ec_public_key(*args):
-    for _ in range(4):
-        result = tool("--read-object", "--type", "pubkey", *args)
-        if result.returncode == 0 or _USE_AFTER_FREE not in result.stderr:
-            break
-    return result
 
 
 @pytest.mark.parametrize("curve", ["P-256", "P-521", "secp256k1"])
@@ -196,8 +188,14 @@ def test_pkcs11_tool_reads_ec_public_key(s, tmp_path, curve):
     public, private = s.generate_keypair(KeyType.EC, store=True, id=key_id, label=f"interop-{curve}",
                                          public_template={Attribute.EC_PARAMS: bytes.fromhex(oid)})
     try:
+        listing = tool("--list-objects", "--type", "pubkey").stdout.decode()
+        assert f"interop-{curve}" in listing
         out = tmp_path / "pub.der"
-        result = read_ec_public_key("--id", key_id.hex(), "-o", str(out))
+        result = tool("--read-object", "--type", "pubkey", "--id", key_id.hex(), "-o", str(out))
+        if result.returncode != 0 and _USE_AFTER_FREE in result.stderr:
+            # What another process still shows of the key: its listing's EC_POINT is ours.
+            assert public[Attribute.EC_POINT].hex() in listing.replace(" ", "").replace("\n", "")
+            pytest.xfail("pkcs11-tool 0.23 built the key from memory it had freed (OpenSC 63d4bd3d3)")
         assert result.returncode == 0, result.stderr.decode()
         assert out.read_bytes() == public_key_info(s, public)
         text = openssl("pkey", "-pubin", "-inform", "DER", "-in", str(out), "-text", "-noout").decode()
@@ -205,8 +203,6 @@ def test_pkcs11_tool_reads_ec_public_key(s, tmp_path, curve):
         loaded = serialization.load_der_public_key(out.read_bytes())
         point = loaded.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         assert public[Attribute.EC_POINT][-len(point):] == point
-        listing = tool("--list-objects").stdout.decode()
-        assert f"interop-{curve}" in listing
     finally:
         public.destroy()
         private.destroy()
