@@ -1,4 +1,5 @@
-"""The call table: every PKCS#11 function the client forwards to the HSM.
+"""The call table: every PKCS#11 function the client forwards to the HSM (and
+`find_all`, a search in one call for the layers stacked on the client).
 
 One row per method of the client interface (docs/seams.md): its wire id, the
 C functions that reach it, the kinds of its arguments and of its reply,
@@ -126,6 +127,10 @@ def _rows():
         ("generate_random", ("C_GenerateRandom",), (("handle", ULONG), ("length", ULONG)), BYTES, S, (),
          ("reply",)),
         ("finalize", ("C_Finalize",), (), NONE, False, (), ()),
+        # No C function of its own: C_FindObjectsInit, C_FindObjects until the end and
+        # C_FindObjectsFinal in one call, for a layer searching the HSM underneath it
+        # (ExtToken): one round trip over the network instead of three.
+        ("find_all", (), (("handle", ULONG), ("template", TEMPLATE)), ULONGS, S, (), ()),
     ]
     return rows
 

@@ -14,7 +14,7 @@ from . import mechparams as P
 from .calls import BY_ID, BY_NAME, MECHANISM, NONE, OPT_ULONG, OUT, TEMPLATE, ULONG, ULONGS, BYTES, INFO, TUPLE, VALUES
 from .errors import CKRError
 
-VERSION = 1
+VERSION = 2  # 2: find_all (docs/network.md)
 MAGIC = b"PTKHSM\x00"
 MAX_FRAME = 1 << 24  # default limit of one frame (16 MiB), both directions
 MAX_DEPTH = 8        # lists in lists (templates in templates) at most this deep

@@ -50,7 +50,7 @@ _HANDLE_ARGS = {call.id: (tuple(i for i, (name, _) in enumerate(call.args) if na
                           tuple(i for i, (_, kind) in enumerate(call.args) if kind == MECHANISM))
                 for call in CALLS}
 # The calls whose results _record turns into virtual handles outside HA mode too.
-_RECORDED = MAKERS | RANDOM_MAKERS | {"destroy_object", "find"}
+_RECORDED = MAKERS | RANDOM_MAKERS | {"destroy_object", "find", "find_all"}
 
 
 def _kind_of_call(name):
@@ -240,9 +240,9 @@ class NetClient:
         if name == "destroy_object":
             self._objects.pop(args[1], None)
             return result
-        if name == "find":
+        if name == "find" or name == "find_all":
             found = [self._to_virtual(h) for h in result]
-            if self.ha and vs.find is not None:
+            if name == "find" and self.ha and vs.find is not None:
                 vs.find[1].update(found)
             return found
         if not self.ha or vs is None:

@@ -266,17 +266,7 @@ class ExtToken:
 
     # -- the external token: data object, master keys, files -------------------------
     def _find_lower(self, session, template):
-        self.lower.find_init(session, template)
-        try:
-            out = []
-            while True:
-                part = self.lower.find(session, 1024)
-                if not part:
-                    break
-                out.extend(part)
-        finally:
-            self.lower.find_final(session)
-        return [h for h in out if h not in self._loaded]
+        return [h for h in self.lower.find_all(session, template) if h not in self._loaded]
 
     def _setup_lock(self):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -751,20 +741,23 @@ class ExtToken:
         with self._lock:
             if session in self._finds:
                 raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
-            with _own_work("the external token's files"):
-                files = self._setup().files
-                files.refresh()
-            internal = self._internal()
-            found = [h for h in self._find_lower(session, template) if h not in internal]
-            wanted = dict(template)
-            if wanted.get(C.CKA_TOKEN, True) is True:
-                # Public objects first, then private ones, each in creation order: the HSM's order.
-                entries = sorted((files.index[oid] for oid in files.candidates(wanted)),
-                                 key=lambda e: (e.kind, e.oid))
-                for entry in entries:
-                    if (entry.kind == PUBLIC or self._user) and self._matches(session, entry, template):
-                        found.append(BASE + entry.oid)
-            self._finds[session] = iter(found)
+            self._finds[session] = iter(self._found(session, template))
+
+    def _found(self, session, template):
+        with _own_work("the external token's files"):
+            files = self._setup().files
+            files.refresh()
+        internal = self._internal()
+        found = [h for h in self._find_lower(session, template) if h not in internal]
+        wanted = dict(template)
+        if wanted.get(C.CKA_TOKEN, True) is True:
+            # Public objects first, then private ones, each in creation order: the HSM's order.
+            entries = sorted((files.index[oid] for oid in files.candidates(wanted)),
+                             key=lambda e: (e.kind, e.oid))
+            for entry in entries:
+                if (entry.kind == PUBLIC or self._user) and self._matches(session, entry, template):
+                    found.append(BASE + entry.oid)
+        return found
 
     def _internal(self):
         """The HSM's own objects of the external token, hidden from applications' finds (ctkmu
@@ -804,6 +797,12 @@ class ExtToken:
     def find_final(self, session):
         if self._finds.pop(session, None) is None:
             return self.lower.find_final(session)
+
+    def find_all(self, session, template):
+        if not self._ext(session):
+            return self.lower.find_all(session, template)
+        with self._lock:
+            return self._found(session, list(template))
 
     def cancel(self, session, flags):
         self.lower.cancel(session, flags)

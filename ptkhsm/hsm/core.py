@@ -418,14 +418,20 @@ class Application:
     def find_init(self, handle, template):
         session, token = self._session(handle)
         session.idle(FIND)
-        template = tuple(template)
+        session.begin(FIND, iter(self._matching(session, token, tuple(template))))
+
+    def find_all(self, handle, template):
+        """Every handle C_FindObjectsInit would find, at once (calls.py: no C function's),
+        leaving the session's own find, if one is active, as it was."""
+        session, token = self._session(handle)
+        return self._matching(session, token, tuple(template))
+
+    def _matching(self, session, token, template):
         with self._lock:
             self._refresh(session, token)
             candidates = token.objects.candidates(template) + [
                 o for o in self.session_objects.candidates(template) if o.slot == token.slot_id]
-            found = [o.handle for o in candidates
-                     if access.can_see(token, o) and matches(o.attrs, template)]
-        session.begin(FIND, iter(found))
+            return [o.handle for o in candidates if access.can_see(token, o) and matches(o.attrs, template)]
 
     def find(self, handle, max_count):
         session = self._live(handle)

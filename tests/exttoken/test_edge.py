@@ -136,3 +136,26 @@ def test_a_master_key_handle_gone_stale_is_found_again_never_made_anew():
     assert api._token.masters == real
     assert len(find(api.lower, s, [(C.CKA_LABEL, b"ExtToken"), (C.CKA_CLASS, C.CKO_SECRET_KEY)])) == 2
     lib.finalize()
+
+
+# -- what a find asks of the HSM underneath (each call a round trip over the network) ------------
+def test_a_find_asks_the_hsm_once_and_gets_every_match(monkeypatch):
+    _, lib = fresh()
+    api = lib.api
+    s = user_session(api)
+    key = aes_key(api, s, b"k")
+    _sign(api, s, key)      # the key's loaded copy is a session object of the HSM that matches
+    made = [api.create_object(s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, False), (C.CKA_LABEL, b"k")])
+            for _ in range(1500)]   # more than one C_FindObjects batch of the layer's used to take
+    asked = []
+    for name in ("find_init", "find", "find_final", "find_all"):
+        monkeypatch.setattr(api.lower, name, lambda *a, _f=getattr(api.lower, name), _n=name:
+                            asked.append(_n) or _f(*a))
+    template = [(C.CKA_LABEL, b"k")]
+    assert sorted(find(api, s, template)) == sorted(made + [key])
+    assert asked == ["find_all"]
+    # find_all through the layer: the same handles, and an active find of the session stays as it was
+    api.find_init(s, [(C.CKA_CLASS, C.CKO_SECRET_KEY)])
+    assert sorted(api.find_all(s, template)) == sorted(made + [key])
+    assert api.find(s, 10) == [key]
+    api.find_final(s)

@@ -55,3 +55,27 @@ def test_replay_recovers_made_objects_and_loses_random_keys(tmp_path):
     finally:
         first.stop(signal.SIGKILL)
         second.stop(signal.SIGKILL)
+
+
+def test_find_all_answers_as_a_find_does_in_handles_of_ours_across_a_fail_over(tmp_path):
+    data = tmp_path / "data"
+    first, second = Server(data, "tcp"), Server(data, "unix")
+    try:
+        api = client(first, second)
+        api.init_token(0, SO, b"ha".ljust(32))
+        s = api.open_session(0, RW)
+        template = [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_LABEL, b"found")]
+        made = [api.create_object(s, template + [(C.CKA_VALUE, bytes([i]))]) for i in range(3)]
+        api.create_object(s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_LABEL, b"other")])
+        api.find_init(s, template)
+        assert api.find_all(s, template) == made          # the active find is left as it was
+        assert api.find(s, 10) == made
+        api.find_final(s)
+        first.stop(signal.SIGKILL)
+        assert api.find_all(s, template) == made          # replayed objects, the same handles
+        with pytest.raises(CKRError) as info:
+            api.find_all(s + 1000, template)
+        assert info.value.rv == C.CKR_SESSION_HANDLE_INVALID
+    finally:
+        first.stop(signal.SIGKILL)
+        second.stop(signal.SIGKILL)
