@@ -135,6 +135,7 @@ void ptkhsm_fork_handled(void);
 const char *ptkhsm_shim_version(void);
 const char *ptkhsm_shim_package(void);
 void ptkhsm_let_others_in(void);
+void ptkhsm_share_cores(void);
 CK_RV ptkhsm_value_out(CK_ATTRIBUTE_PTR template, CK_ULONG index, const char *value, CK_ULONG length);
 """
 

@@ -43,6 +43,7 @@ static volatile int ptkhsm_forked = 0;
  * (a Python host calling without releasing it) never waits here: waiting
  * for the gate while holding the GIL would deadlock with the thread inside. */
 #include "gate.h"
+#include "share.h"
 static __thread int ptkhsm_inside;  /* this thread holds the gate */
 static __thread int ptkhsm_depth;   /* calls of this thread under way in the module */
 
@@ -64,6 +65,13 @@ void ptkhsm_let_others_in(void)
         ptkhsm_inside = 0;
         gate_unlock();
     }
+}
+
+/* Before a brief computation outside the GIL (shim/share.h says when it opens). */
+void ptkhsm_share_cores(void)
+{
+    if (ptkhsm_inside && share_take_core())
+        ptkhsm_let_others_in();
 }
 
 /* C_GetAttributeValue's rule for one value (PKCS#11 v3.0 §5.2, "C_GetAttributeValue"):
@@ -90,8 +98,10 @@ CK_RV ptkhsm_value_out(CK_ATTRIBUTE_PTR template, CK_ULONG index, const char *va
 
 static void ptkhsm_gate_leave(void)
 {
-    if (--ptkhsm_depth == 0)
+    if (--ptkhsm_depth == 0) {
         ptkhsm_let_others_in();
+        share_give_core();
+    }
 }
 
 static void ptkhsm_on_fork_child(void)
@@ -99,6 +109,7 @@ static void ptkhsm_on_fork_child(void)
     ptkhsm_forked = 1;
     /* the child has only the forking thread: whoever held the gate is gone */
     gate_reset();
+    share_reset();
     ptkhsm_inside = 0;
     ptkhsm_depth = 0;
 }
@@ -371,6 +382,7 @@ __attribute__((constructor)) static void ptkhsm_on_load(void)
     char ours[16];
     const char *running = Py_GetVersion();
     pthread_atfork(NULL, NULL, ptkhsm_on_fork_child);
+    share_count_cores();
     snprintf(ours, sizeof ours, "%d.%d.", PY_MAJOR_VERSION, PY_MINOR_VERSION);
     if (strncmp(running, ours, strlen(ours))) {
         snprintf(ptkhsm_foreign_python, sizeof ptkhsm_foreign_python, "%.*s",

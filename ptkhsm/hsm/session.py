@@ -29,37 +29,43 @@ _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a mu
 
 
 # Private-key operations of these families take a millisecond or more outside the
-# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile. ECDSA
-# does not: its 20 µs in OpenSSL are shorter than what the GIL's hand-over back costs
-# (measured: P-256 on 2 threads 0.66x of one with the gate opened, 1.0x without).
+# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile. ECDSA's
+# 20 µs are worth it only while no other thread waits at the gate (gate.share_cores:
+# shim/share.h has the measurements).
 _LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH))
+_BRIEF_KEY_TYPES = frozenset((C.CKK_EC,))
+LONG, BRIEF = "long", "brief"   # a key's private-key operations, outside the GIL
 # So does work on this much data.
 _LONG_DATA = 1 << 16
 
 
 class Active:
-    __slots__ = ("op", "pending", "key", "needs_context_login", "mode", "long")
+    __slots__ = ("op", "pending", "key", "needs_context_login", "mode", "aside")
 
     def __init__(self, op, key=None):
         self.op = op
         self.mode = None  # SINGLE or MULTI once the first call after init says which
         self.pending = None  # (step, input, output) held back by a length query
         self.key = key
-        self.needs_context_login, self.long = _NO_KEY if key is None else _traits(key)
+        self.needs_context_login, self.aside = _NO_KEY if key is None else _traits(key)
 
 
-_NO_KEY = (False, False)
+_NO_KEY = (False, None)
 _TRAITS = ("operation traits",)   # its name in a key's cache
 
 
 def _traits(key):
-    """(whether the key needs a CKU_CONTEXT_SPECIFIC login, whether its operations are long):
-    asked once per key, kept in its cache (which goes when its attributes change)."""
+    """(whether the key needs a CKU_CONTEXT_SPECIFIC login, LONG, BRIEF or None: how long its
+    operations spend outside the GIL): asked once per key, kept in its cache (which goes when
+    its attributes change)."""
     traits = key.cache.get(_TRAITS)
     if traits is None:
         attrs = key.attrs
-        traits = key.cache[_TRAITS] = (bool(attrs.get(C.CKA_ALWAYS_AUTHENTICATE)), attrs.get(
-            C.CKA_CLASS) == C.CKO_PRIVATE_KEY and attrs.get(C.CKA_KEY_TYPE) in _LONG_KEY_TYPES)
+        aside = None
+        if attrs.get(C.CKA_CLASS) == C.CKO_PRIVATE_KEY:
+            kind = attrs.get(C.CKA_KEY_TYPE)
+            aside = LONG if kind in _LONG_KEY_TYPES else BRIEF if kind in _BRIEF_KEY_TYPES else None
+        traits = key.cache[_TRAITS] = (bool(attrs.get(C.CKA_ALWAYS_AUTHENTICATE)), aside)
     return traits
 
 
@@ -131,8 +137,10 @@ class Session:
         """
         with self.lock:
             state = self.active(kind, _MODE[step])
-            if state.long or (data is not None and len(data) >= _LONG_DATA):
+            if state.aside is LONG or (data is not None and len(data) >= _LONG_DATA):
                 gate.let_others_in()
+            elif state.aside is BRIEF:
+                gate.share_cores()
             if state.pending is not None:
                 result = self._repeated(kind, state, step, data)
             else:
@@ -163,7 +171,7 @@ class Session:
         (ONESHOT) or a FINAL step; all but updates end the operation."""
         with self.lock:
             state = self.active(kind, _MODE[step])
-            if state.long or (args and args[0] is not None and len(args[0]) >= _LONG_DATA):
+            if state.aside is LONG or (args and args[0] is not None and len(args[0]) >= _LONG_DATA):
                 gate.let_others_in()
             if state.pending is not None:
                 self._repeated(kind, state, step, None)

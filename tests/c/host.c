@@ -6,6 +6,8 @@
  *   host MODULE threads     16 threads race C_Initialize(NULL), then digest in parallel
  *   host MODULE gate        8 threads call for 3 s: every thread gets its turns (the call gate,
  *                           shim/gate.h); prints each thread's calls and longest wait
+ *   host MODULE sign        8 threads sign with one P-256 key and verify, for 2 s: brief
+ *                           computations sharing the cores (shim/share.h) stay right
  *   host MODULE calls       init and one call; prints the return codes (for failure tests)
  *
  * Prints "ok" and exits 0 when every expectation holds; otherwise names the failure.
@@ -267,6 +269,69 @@ static void gate(void)
     EXPECT(p11->C_Finalize(NULL), CKR_OK);
 }
 
+/* ECDSA lets the next thread in while it computes, when that pays (shim/share.h): every
+ * signature must still verify and every thread get its turns. */
+#define SIGN_THREADS 8
+#define SIGN_SECONDS 2.0
+static CK_OBJECT_HANDLE sign_private, sign_public;
+
+struct sign_worker { long signed_; int bad; };
+
+static void *sign_worker(void *arg)
+{
+    struct sign_worker *w = arg;
+    CK_SESSION_HANDLE session = open_slot0();
+    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
+    CK_BYTE digest[32], signature[64];
+    CK_ULONG length;
+    double start = now_s();
+    memset(digest, 0x5a, sizeof digest);
+    while (now_s() - start < SIGN_SECONDS) {
+        digest[0] = (CK_BYTE)w->signed_;
+        length = sizeof signature;
+        EXPECT(p11->C_SignInit(session, &ecdsa, sign_private), CKR_OK);
+        EXPECT(p11->C_Sign(session, digest, sizeof digest, signature, &length), CKR_OK);
+        EXPECT(p11->C_VerifyInit(session, &ecdsa, sign_public), CKR_OK);
+        if (p11->C_Verify(session, digest, sizeof digest, signature, length) != CKR_OK)
+            w->bad++;
+        w->signed_++;
+    }
+    EXPECT(p11->C_CloseSession(session), CKR_OK);
+    return NULL;
+}
+
+static void sign(void)
+{
+    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE public[] = {{CKA_EC_PARAMS, (void *)p256, sizeof p256}, {CKA_VERIFY, &yes, sizeof yes}};
+    CK_ATTRIBUTE private[] = {{CKA_SIGN, &yes, sizeof yes}, {CKA_PRIVATE, &no, sizeof no}};  /* no login */
+    CK_MECHANISM generate = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    pthread_t t[SIGN_THREADS];
+    struct sign_worker w[SIGN_THREADS];
+    CK_SESSION_HANDLE keeper;
+    int i;
+    EXPECT(p11->C_Initialize(NULL), CKR_OK);
+    init_token();
+    keeper = open_slot0();   /* the session objects live as long as it does */
+    EXPECT(p11->C_GenerateKeyPair(keeper, &generate, public, 2, private, 2, &sign_public, &sign_private),
+           CKR_OK);
+    for (i = 0; i < SIGN_THREADS; i++) {
+        w[i] = (struct sign_worker){0, 0};
+        pthread_create(&t[i], NULL, sign_worker, &w[i]);
+    }
+    for (i = 0; i < SIGN_THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < SIGN_THREADS; i++) {
+        printf("thread %d: %ld signatures, %d not verified\n", i, w[i].signed_, w[i].bad);
+        if (w[i].signed_ < 20 || w[i].bad) {
+            printf("FAIL thread %d\n", i);
+            failures++;
+        }
+    }
+    EXPECT(p11->C_Finalize(NULL), CKR_OK);
+}
+
 static void calls(void)
 {
     CK_ULONG count = 0;
@@ -280,7 +345,7 @@ int main(int argc, char **argv)
 {
     void *handle;
     if (argc != 3) {
-        fprintf(stderr, "usage: host MODULE basic|interface|fork|threads|gate|calls\n");
+        fprintf(stderr, "usage: host MODULE basic|interface|fork|threads|gate|sign|calls\n");
         return 2;
     }
     handle = load(argv[1]);
@@ -289,6 +354,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[2], "fork")) do_fork();
     else if (!strcmp(argv[2], "threads")) threads();
     else if (!strcmp(argv[2], "gate")) gate();
+    else if (!strcmp(argv[2], "sign")) sign();
     else if (!strcmp(argv[2], "calls")) calls();
     else return 2;
     if (failures)
