@@ -7,8 +7,9 @@ under test a fresh token (a temporary ET_PTKC_SW_DATAPATH for ptkhsm, a
 SOFTHSM2_CONF with a temporary token directory for SoftHSMv2), runs the
 driver once per test in a new process, and prints one line per test (name,
 ops/s, ms/op, bytes/s) or, with a second module, both side by side with the
-ratio. With `--repeat R` every test runs R times, the modules taking turns,
-and the median run counts: the machines this runs on are shared and noisy.
+ratio. With `--repeat R` every test runs R times, the modules (and the
+thread counts of one operation) taking turns, and the median run counts: the
+machines this runs on are shared and noisy.
 
 Operations that a module lacks (CKR_MECHANISM_INVALID...) are reported as
 "n/a" with the CKR, never as a failure of the whole run.
@@ -250,7 +251,9 @@ def plan(ops, threads):
 
 
 def run_suite(targets, pairs, seconds=2.0, repeat=1, init_runs=5, progress=None):
-    """Run every (op, threads) on every target; targets take turns within a repetition.
+    """Run every (op, threads) on every target; targets take turns within a repetition, and
+    so do the thread counts of one op (adjacent pairs of it): a ratio of 8 threads to one
+    then compares runs seconds apart, not the machine of one minute with that of the next.
 
     -> {(target name, op, threads): Result}
     """
@@ -259,21 +262,36 @@ def run_suite(targets, pairs, seconds=2.0, repeat=1, init_runs=5, progress=None)
         target.prepare()
     total = len(pairs) * len(targets)
     done = 0
-    for op, threads in pairs:
+    for group in _by_op(pairs):
+        op = group[0][0]
         rounds = max(init_runs, repeat) if op == "init" else repeat
-        for target in targets:
-            results[(target.name, op, threads)] = Result(target.name, op, threads)
-        for _ in range(rounds):
+        for pair in group:
             for target in targets:
-                result = results[(target.name, op, threads)]
-                if result.runs and not result.ok:
-                    continue  # n/a once is n/a
-                result.runs.append(target.run(op, threads, seconds))
-        for target in targets:
-            done += 1
-            if progress:
-                progress(done, total, results[(target.name, op, threads)])
+                results[(target.name, *pair)] = Result(target.name, *pair)
+        for _ in range(rounds):
+            for _, threads in group:
+                for target in targets:
+                    result = results[(target.name, op, threads)]
+                    if result.runs and not result.ok:
+                        continue  # n/a once is n/a
+                    result.runs.append(target.run(op, threads, seconds))
+        for pair in group:
+            for target in targets:
+                done += 1
+                if progress:
+                    progress(done, total, results[(target.name, *pair)])
     return results
+
+
+def _by_op(pairs):
+    """[(op, threads)...] -> runs of adjacent pairs with the same op, in order."""
+    groups = []
+    for pair in pairs:
+        if groups and groups[-1][0][0] == pair[0]:
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    return groups
 
 
 # -- output --------------------------------------------------------------------------------------

@@ -87,3 +87,25 @@ def test_plot_is_an_svg(tmp_path):
     texts = [t.text for t in svg.iterfind(".//s:text", ns)]
     assert "a / b" in texts and "n/a" in texts and "1.80x" in texts and "8447x" in texts
     assert "font-face" not in path.read_text() and "<image" not in path.read_text()
+
+
+def test_thread_counts_of_one_op_take_turns_within_each_round():
+    """The ratio of 8 threads to 1 compares neighbouring runs (the machine's speed drifts)."""
+    class Recorder:
+        def __init__(self, name, log):
+            self.name, self.log = name, log
+
+        def prepare(self):
+            pass
+
+        def run(self, op, threads, seconds):
+            self.log.append((self.name, op, threads))
+            return {"status": "ok", "ops_per_s": 1.0}
+
+    log = []
+    pairs = ctperf.plan(["p256-sign", "getattr"], [1, 8])
+    results = ctperf.run_suite([Recorder("a", log), Recorder("b", log)], pairs, repeat=2)
+    one_round = [("a", "getattr", 1), ("b", "getattr", 1), ("a", "getattr", 8), ("b", "getattr", 8)]
+    assert log[:8] == one_round * 2
+    assert log[8:12] == [(t, "p256-sign", n) for n in (1, 8) for t in "ab"]
+    assert len(log) == 16 and all(len(r.runs) == 2 for r in results.values())

@@ -104,8 +104,9 @@ def report(results, a, b, pairs, args, rss, floor):
         f"Machine: {_machine()}.",
         "",
         f"Every figure comes from `ctperf-driver` (ctperf/driver.c), a C program that dlopens the module and "
-        f"times each call; both modules ran in the same run, taking turns, {args.seconds:g} s per test, "
-        f"{args.repeat} runs per test and the median run counts (the cold start: median of "
+        f"times each call; both modules ran in the same run, taking turns (and so did the thread counts of "
+        f"one test), {args.seconds:g} s per test, {args.repeat} runs per test and the median run counts "
+        f"(the cold start: median of "
         f"{max(args.repeat, 5)} fresh processes). Each module had a fresh token; keys are session objects "
         f"except where the test is about token objects. Ratio = ptkhsm ops/s / SoftHSMv2 ops/s, higher is "
         f"better for ptkhsm. The machine is shared: expect a few percent of noise, more for sub-microsecond "
