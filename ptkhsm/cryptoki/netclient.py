@@ -326,14 +326,7 @@ class NetClient:
             if vs.find is not None:
                 template, returned, rest = vs.find
                 if rest is None:
-                    run("find_init", vs.server, template)
-                    everything = []
-                    while True:
-                        got = run("find", vs.server, 1024)
-                        if not got:
-                            break
-                        everything += [self._to_virtual(h) for h in got]
-                    run("find_final", vs.server)
+                    everything = [self._to_virtual(h) for h in run("find_all", vs.server, template)]
                     vs.find[2] = [h for h in everything if h not in returned]
             for kind, (init, init_args, updates) in list(vs.ops.items()):
                 call = BY_NAME[init]
