@@ -90,9 +90,7 @@ def command(args):
 
 
 def _adapter(api, session):
-    api.find_init(session, [(C.CKA_CLASS, C.CKO_ADAPTER)])
-    found = api.find(session, 2)
-    api.find_final(session)
+    found = api.find_all(session, [(C.CKA_CLASS, C.CKO_ADAPTER)])
     if not found:
         raise ToolError("the HSM shows no adapter object on its Admin Token")
     return found[0]

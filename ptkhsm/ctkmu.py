@@ -114,18 +114,6 @@ def _login(api, args, flags=RO, user=C.CKU_USER):
     return session
 
 
-def _find(api, session, template):
-    api.find_init(session, template)
-    found = []
-    while True:
-        part = api.find(session, 1000)
-        if not part:
-            break
-        found.extend(part)
-    api.find_final(session)
-    return found
-
-
 def _describe(api, session, handle):
     types = [C.CKA_CLASS, C.CKA_KEY_TYPE, C.CKA_LABEL, C.CKA_ID, C.CKA_PRIVATE]
     cls, ckk, label, ident, private = [None if isinstance(v, CKRError) else v
@@ -146,7 +134,7 @@ def list_objects(api, args):
         for handle in api.internal_objects().values():
             if handle is not None:
                 print(_describe(api.lower, session, handle))
-    for handle in _find(api, session, [(C.CKA_TOKEN, True)]):
+    for handle in api.find_all(session, [(C.CKA_TOKEN, True)]):
         print(_describe(api, session, handle))
 
 
@@ -190,7 +178,7 @@ def delete(api, args):
     if not args.name:
         raise ToolError("d needs -n<label>")
     session = _login(api, args, RW)
-    handles = _find(api, session, [(C.CKA_TOKEN, True), (C.CKA_LABEL, args.name.encode())])
+    handles = api.find_all(session, [(C.CKA_TOKEN, True), (C.CKA_LABEL, args.name.encode())])
     if not handles:
         raise ToolError(f"no object labelled {args.name!r}")
     for handle in handles:
@@ -288,7 +276,7 @@ def restore(api, args):
     if not name.isalnum():
         raise ToolError("backup names an invalid ExtToken file")
     session = _login(api, args, RW)
-    if _find(api, session, [(C.CKA_TOKEN, True)]):
+    if api.find_all(session, [(C.CKA_TOKEN, True)]):
         raise ToolError("the token already holds objects: restore into a freshly initialised token")
     passphrase = _secret(args.passphrase_file, "Backup passphrase: ")
     kek = _passphrase_key(api, session, passphrase, salt, iterations)

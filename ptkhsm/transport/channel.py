@@ -207,8 +207,11 @@ class Channel:
                     self._lose(exc)
                 finally:
                     self._reading.release()
-                    if self._waiting:
-                        _wake(list(self._waiting.values())[0])  # nobody reads now: that thread takes over
+                    # Nobody reads now: a waiting thread takes over. One list() of the waiters, not
+                    # a look and then an index: between the two another thread, or a call nested
+                    # here, may take the last reply (an IndexError, once in a fresh-clone make test).
+                    for waiter in list(self._waiting.values())[:1]:
+                        _wake(waiter)
                 return
             if waiter.wake is None:
                 # About to sleep: a lock to be woken by, then one more look (the reader may have
