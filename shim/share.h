@@ -2,10 +2,11 @@
  *
  * An ECDSA signature spends ~20 µs in OpenSSL with the GIL released, about as long
  * as its call's Python. With the gate open meanwhile, a second thread's Python runs
- * beside it, and P-256 on 2 threads signs at 1.25x one thread (10 rounds taking
- * turns with the gate kept shut, which gives 0.9x). But a thread let in while others
- * wait at the gate makes one runnable thread more than there are cores: on 8 threads
- * that queued the GIL's holder behind the computations (0.82x of the shut gate).
+ * beside it: P-256 on 2 threads signed at 1.25x the rate with the gate kept shut in
+ * quiet minutes, 1.03x in busy ones (8-10 rounds taking turns with it). But a thread
+ * let in while others wait at the gate makes one runnable thread more than there are
+ * cores: on 8 threads that queued the GIL's holder behind the computations (0.82x of
+ * the shut gate).
  *
  * So the gate opens for a brief computation only when nobody waits to come in (the
  * thread inside leaves it open, for the computing one's next call) and while fewer
