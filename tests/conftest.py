@@ -28,6 +28,13 @@ TOKEN_LABEL = "ptkhsm-test"
 
 
 MODULE = module_path()
+# Every directory the tests make with tempfile goes under one of the session's, removed at its
+# end: fresh_env alone makes hundreds a run. Readable by all, for the tests that run as nobody.
+# pytest's own tmp_path stays where it was, kept after a failure.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+_SCRATCH = tempfile.mkdtemp(prefix="ptkhsm-tests-")
+os.chmod(_SCRATCH, 0o755)
+tempfile.tempdir = _SCRATCH
 _DATA = tempfile.mkdtemp(prefix="ptkhsm-test-")
 os.environ["ET_PTKC_SW_DATAPATH"] = _DATA
 os.environ["ET_PTKC_SW_PIN_KDF_ITERATIONS"] = "1000"  # keep logins cheap in tests
@@ -45,7 +52,7 @@ if TRANSPORT != "inprocess":
 def pytest_sessionfinish(session, exitstatus):
     for server in _SERVERS:
         server.stop()
-    shutil.rmtree(_DATA, ignore_errors=True)
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
     _SECRETS_CHECK[:] = suitelog.finish(session)
 
 

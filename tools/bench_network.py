@@ -13,6 +13,7 @@ import argparse
 import datetime
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def report(results, names, args):

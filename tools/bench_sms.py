@@ -17,6 +17,7 @@ SMS can cost there, whatever the code around the primitives does.
 import datetime
 import hmac
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -196,6 +197,7 @@ def main(argv=None):
             target.close()
         for server in servers:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     floors = {op: floor_seconds(op, args.seconds, args.repeat) for op, _ in OPS}
     Path(args.out).write_text(report(results, floors, args))
     print(f"bench-sms: wrote {args.out}", file=sys.stderr)
