@@ -12,13 +12,12 @@ import os
 import pwd
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import ConfigError
 
 
 def _home_cryptoki():
-    return str(Path.home() / ".cryptoki")
+    return os.path.join(os.path.expanduser("~"), ".cryptoki")
 
 
 def _int_range(low, high):
@@ -241,11 +240,14 @@ _LINE = re.compile(r'^\s*(ET_[A-Z0-9_]+)\s*=\s*"?(.*?)"?\s*$')
 def _read_file(path):
     values = {}
     try:
-        text = Path(path).read_text()
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except FileNotFoundError:
         return values
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {path}: not UTF-8 text (byte {exc.start})") from None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -270,9 +272,9 @@ class Config:
 
     def _layers(self, klass):
         if klass not in self._files:
-            home = self._env.get("HOME") or str(Path.home())
-            user = _read_file(Path(home) / ".config" / "safenet" / f"et_{klass}")
-            system = _read_file(Path("/etc/default") / f"et_{klass}")
+            home = self._env.get("HOME") or os.path.expanduser("~")
+            user = _read_file(os.path.join(home, ".config", "safenet", f"et_{klass}"))
+            system = _read_file(f"/etc/default/et_{klass}")
             self._files[klass] = (user, system)
         return self._files[klass]
 

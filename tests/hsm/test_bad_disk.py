@@ -50,6 +50,19 @@ def test_malformed_config_file_named_with_its_line(tmp_path):
     assert "et_ptkc:2" in str(info.value)
 
 
+@pytest.mark.parametrize("damage", ["not UTF-8", "a directory"])
+def test_unreadable_config_file_named(tmp_path, damage):
+    config = tmp_path / ".config" / "safenet"
+    config.mkdir(parents=True)
+    if damage == "a directory":
+        (config / "et_ptkc").mkdir()
+    else:
+        (config / "et_ptkc").write_bytes(b'ET_PTKC_SW_SERIAL="\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        Config({"HOME": str(tmp_path)}).validate()
+    assert "et_ptkc" in str(info.value)
+
+
 def _filled(hsm):
     s = user_session(hsm)
     hsm.create_object(s, [(C.CKA_CLASS, C.CKO_DATA), (C.CKA_TOKEN, True), (C.CKA_LABEL, b"keep"),
