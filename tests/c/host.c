@@ -6,8 +6,9 @@
  *   host MODULE threads     16 threads race C_Initialize(NULL), then digest in parallel
  *   host MODULE gate        8 threads call for 3 s: every thread gets its turns (the call gate,
  *                           shim/gate.h); prints each thread's calls and longest wait
- *   host MODULE sign        8 threads sign with one P-256 key and verify, for 2 s: brief
- *                           computations sharing the cores (shim/share.h) stay right
+ *   host MODULE sign        8 threads sign with one P-256 key and verify, for 2 s, then with
+ *                           one Ed25519 key: computations outside the gate (shim/share.h,
+ *                           ptkhsm/hsm/session.py) stay right
  *   host MODULE calls       init and one call; prints the return codes (for failure tests)
  *
  * Prints "ok" and exits 0 when every expectation holds; otherwise names the failure.
@@ -269,11 +270,12 @@ static void gate(void)
     EXPECT(p11->C_Finalize(NULL), CKR_OK);
 }
 
-/* ECDSA lets the next thread in while it computes, when that pays (shim/share.h): every
- * signature must still verify and every thread get its turns. */
+/* ECDSA lets the next thread in while it computes, when that pays (shim/share.h), EdDSA
+ * every time: every signature must still verify and every thread get its turns. */
 #define SIGN_THREADS 8
 #define SIGN_SECONDS 2.0
 static CK_OBJECT_HANDLE sign_private, sign_public;
+static CK_MECHANISM sign_mechanism;
 
 struct sign_worker { long signed_; int bad; };
 
@@ -281,7 +283,6 @@ static void *sign_worker(void *arg)
 {
     struct sign_worker *w = arg;
     CK_SESSION_HANDLE session = open_slot0();
-    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
     CK_BYTE digest[32], signature[64];
     CK_ULONG length;
     double start = now_s();
@@ -289,9 +290,9 @@ static void *sign_worker(void *arg)
     while (now_s() - start < SIGN_SECONDS) {
         digest[0] = (CK_BYTE)w->signed_;
         length = sizeof signature;
-        EXPECT(p11->C_SignInit(session, &ecdsa, sign_private), CKR_OK);
+        EXPECT(p11->C_SignInit(session, &sign_mechanism, sign_private), CKR_OK);
         EXPECT(p11->C_Sign(session, digest, sizeof digest, signature, &length), CKR_OK);
-        EXPECT(p11->C_VerifyInit(session, &ecdsa, sign_public), CKR_OK);
+        EXPECT(p11->C_VerifyInit(session, &sign_mechanism, sign_public), CKR_OK);
         if (p11->C_Verify(session, digest, sizeof digest, signature, length) != CKR_OK)
             w->bad++;
         w->signed_++;
@@ -300,20 +301,17 @@ static void *sign_worker(void *arg)
     return NULL;
 }
 
-static void sign(void)
+static void sign_on_threads(CK_SESSION_HANDLE keeper, CK_MECHANISM_TYPE generator, CK_MECHANISM_TYPE signer,
+                            const CK_BYTE *curve, CK_ULONG curve_length)
 {
-    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE public[] = {{CKA_EC_PARAMS, (void *)p256, sizeof p256}, {CKA_VERIFY, &yes, sizeof yes}};
+    CK_ATTRIBUTE public[] = {{CKA_EC_PARAMS, (void *)curve, curve_length}, {CKA_VERIFY, &yes, sizeof yes}};
     CK_ATTRIBUTE private[] = {{CKA_SIGN, &yes, sizeof yes}, {CKA_PRIVATE, &no, sizeof no}};  /* no login */
-    CK_MECHANISM generate = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_MECHANISM generate = {generator, NULL, 0};
     pthread_t t[SIGN_THREADS];
     struct sign_worker w[SIGN_THREADS];
-    CK_SESSION_HANDLE keeper;
     int i;
-    EXPECT(p11->C_Initialize(NULL), CKR_OK);
-    init_token();
-    keeper = open_slot0();   /* the session objects live as long as it does */
+    sign_mechanism = (CK_MECHANISM){signer, NULL, 0};
     EXPECT(p11->C_GenerateKeyPair(keeper, &generate, public, 2, private, 2, &sign_public, &sign_private),
            CKR_OK);
     for (i = 0; i < SIGN_THREADS; i++) {
@@ -323,12 +321,25 @@ static void sign(void)
     for (i = 0; i < SIGN_THREADS; i++)
         pthread_join(t[i], NULL);
     for (i = 0; i < SIGN_THREADS; i++) {
-        printf("thread %d: %ld signatures, %d not verified\n", i, w[i].signed_, w[i].bad);
+        printf("mechanism 0x%lx, thread %d: %ld signatures, %d not verified\n", (unsigned long)signer, i,
+               w[i].signed_, w[i].bad);
         if (w[i].signed_ < 20 || w[i].bad) {
             printf("FAIL thread %d\n", i);
             failures++;
         }
     }
+}
+
+static void sign(void)
+{
+    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    static const CK_BYTE ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    CK_SESSION_HANDLE keeper;
+    EXPECT(p11->C_Initialize(NULL), CKR_OK);
+    init_token();
+    keeper = open_slot0();   /* the session objects live as long as it does */
+    sign_on_threads(keeper, CKM_EC_KEY_PAIR_GEN, CKM_ECDSA, p256, sizeof p256);
+    sign_on_threads(keeper, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, ed25519, sizeof ed25519);
     EXPECT(p11->C_Finalize(NULL), CKR_OK);
 }
 
