@@ -53,6 +53,7 @@ static void ptkhsm_gate_enter(void)
      * collector finishing an abandoned operation mid-call) is already inside. */
     if (ptkhsm_depth++ > 0)
         return;
+    share_call_starts();
     if (Py_IsInitialized() && PyGILState_Check())
         return;
     gate_lock();
@@ -100,7 +101,7 @@ static void ptkhsm_gate_leave(void)
 {
     if (--ptkhsm_depth == 0) {
         ptkhsm_let_others_in();
-        share_give_core();
+        share_call_ends();
     }
 }
 
