@@ -9,8 +9,8 @@ operations still use every core. One that is short but spends most of its
 call outside the GIL (an EdDSA signature, ~45 of ~55 µs in OpenSSL) calls
 `step_aside()`: in process it opens the gate too. A brief one (an ECDSA
 signature, about half of its call in OpenSSL) calls `share_cores()`: the shim
-opens the gate for it only while no more threads are in calls than there are
-cores (shim/share.h). In a `ptkhsm serve` worker `let_others_in` passes the
+opens the gate for it only when no thread waits to come in and a core is free
+(shim/share.h). In a `ptkhsm serve` worker `let_others_in` passes the
 connection's reading on to another thread (ptkhsm/transport/server.py), so a
 long request holds up neither its connection nor a core; a short one keeps the
 reading (the hand-over would cost more than it lets through). Where none

@@ -182,6 +182,12 @@ static void gate_unlock(void)
         gate_wake_sleeper();
 }
 
+/* Whether a thread waits to come in (in line or asleep). */
+static inline int gate_waited_for(void)
+{
+    return __atomic_load_n(&gate_in_line, __ATOMIC_SEQ_CST) || __atomic_load_n(&gate_sleepers, __ATOMIC_SEQ_CST);
+}
+
 /* In a child after fork(): only the forking thread is left. */
 static void gate_reset(void)
 {

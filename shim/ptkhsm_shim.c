@@ -53,7 +53,6 @@ static void ptkhsm_gate_enter(void)
      * collector finishing an abandoned operation mid-call) is already inside. */
     if (ptkhsm_depth++ > 0)
         return;
-    share_call_starts();
     if (Py_IsInitialized() && PyGILState_Check())
         return;
     gate_lock();
@@ -101,7 +100,7 @@ static void ptkhsm_gate_leave(void)
 {
     if (--ptkhsm_depth == 0) {
         ptkhsm_let_others_in();
-        share_call_ends();
+        share_give_core();
     }
 }
 

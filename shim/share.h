@@ -2,19 +2,18 @@
  *
  * An ECDSA signature spends ~20 µs in OpenSSL with the GIL released, about as long
  * as its call's Python. With the gate open meanwhile, a second thread's Python runs
- * beside it. But on 8 threads a thread let in makes one runnable thread more than
- * there are cores (the next one waits in line, spinning: shim/gate.h), and the GIL's
- * holder queues behind the computations: 0.82-0.90x of the shut gate.
+ * beside it: P-256 on 2 threads signed at 1.25x the rate with the gate kept shut in
+ * quiet minutes, 1.03x in busy ones (8-10 rounds taking turns with it). But a thread
+ * let in while others wait at the gate makes one runnable thread more than there are
+ * cores: on 8 threads that queued the GIL's holder behind the computations (0.82x of
+ * the shut gate).
  *
- * So the gate opens for a brief computation only while no more threads are in calls
- * of the module than there are cores, and at most that many compute outside. Measured
- * in rounds taking turns (P-256, 1 s runs, medians of 6): on 2 threads 1.39x the
- * rule before this one (which opened only when nobody waited to come in, and so
- * hardly ever on 2 threads), 1.19x one thread; on 8 threads the gate stays shut and
- * the thread inside keeps its time slice, as fast as before (1.03x). Long
+ * So the gate opens for a brief computation only when nobody waits to come in (the
+ * thread inside leaves it open, for the computing one's next call) and while fewer
+ * threads than cores compute outside. On 8 threads the gate then stays shut and the
+ * thread inside keeps its time slice (shim/gate.h), as fast as before. Long
  * computations (RSA, a PIN's KDF) and waits (disk, network) do not come here:
- * ptkhsm_let_others_in opens the gate for them in any case, and so does EdDSA, whose
- * computation is most of its call (ptkhsm/hsm/session.py). */
+ * ptkhsm_let_others_in opens the gate for them in any case. */
 #ifndef PTKHSM_SHARE_H
 #define PTKHSM_SHARE_H
 
@@ -22,7 +21,6 @@
 
 static int share_cores = 1;        /* CPUs this process may run on */
 static int share_outside;          /* threads computing outside the gate now */
-static int share_callers;          /* threads in a call of the module now, wherever they are */
 static __thread int share_counted; /* this thread is one of them until its call ends */
 
 static void share_count_cores(void)
@@ -35,7 +33,7 @@ static void share_count_cores(void)
 /* The thread inside, before a brief computation: -> 1 if it should open the gate. */
 static inline int share_take_core(void)
 {
-    if (share_cores < 2 || __atomic_load_n(&share_callers, __ATOMIC_SEQ_CST) > share_cores)
+    if (share_cores < 2 || gate_waited_for())
         return 0;
     if (__atomic_add_fetch(&share_outside, 1, __ATOMIC_SEQ_CST) > share_cores) {
         __atomic_sub_fetch(&share_outside, 1, __ATOMIC_SEQ_CST);
@@ -45,15 +43,9 @@ static inline int share_take_core(void)
     return 1;
 }
 
-/* Any thread, as its outermost call starts (before the gate) and ends. */
-static inline void share_call_starts(void)
+/* Any thread, as its call ends. */
+static inline void share_give_core(void)
 {
-    __atomic_add_fetch(&share_callers, 1, __ATOMIC_SEQ_CST);
-}
-
-static inline void share_call_ends(void)
-{
-    __atomic_sub_fetch(&share_callers, 1, __ATOMIC_SEQ_CST);
     if (share_counted) {
         share_counted = 0;
         __atomic_sub_fetch(&share_outside, 1, __ATOMIC_SEQ_CST);
@@ -62,7 +54,7 @@ static inline void share_call_ends(void)
 
 static void share_reset(void)
 {
-    share_outside = share_counted = share_callers = 0;
+    share_outside = share_counted = 0;
 }
 
 #endif

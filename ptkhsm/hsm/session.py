@@ -33,8 +33,7 @@ _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a mu
 # or more (LONG): other threads run meanwhile. EdDSA's ~45 µs are most of its call
 # (MOSTLY): opening the gate made Ed25519 on 2 threads 1.4-1.7x the shut gate, the same on
 # 8 (docs/performance-profile.md). ECDSA's ~20 µs, about half of its call (BRIEF), are worth
-# it only while no more threads are in calls than there are cores (shim/share.h has the
-# measurements).
+# it only while no other thread waits at the gate (shim/share.h has the measurements).
 LONG, MOSTLY, BRIEF = "long", "mostly", "brief"
 _ASIDE = {C.CKK_RSA: LONG, C.CKK_DSA: LONG, C.CKK_DH: LONG, C.CKK_EC_EDWARDS: MOSTLY, C.CKK_EC: BRIEF}
 # So does work on this much data.
