@@ -16,7 +16,7 @@ def attach(ffi, lib, names):
                           f"reinstall ptkhsm (and run `ptkhsm install` again for an installed copy)")
     from . import functions
     from .. import gate
-    gate.install(lib.ptkhsm_let_others_in, lib.ptkhsm_let_others_in, lib.ptkhsm_share_cores)
+    gate.install(lib.ptkhsm_let_others_in, lib.ptkhsm_share_cores)
     missing = set(names) - functions.IMPLEMENTED
     extra = functions.IMPLEMENTED - set(names)
     if missing or extra:

@@ -28,14 +28,14 @@ ONESHOT, UPDATE, FINAL = "oneshot", "update", "final"
 _MODE = {ONESHOT: SINGLE, UPDATE: MULTI, FINAL: MULTI}  # a final step ends a multi-part operation
 
 
-# How long a key type's private-key operations spend outside the GIL, and so which of the
-# call gate's openings (ptkhsm.gate) they ask for. RSA's, DSA's and DH's take a millisecond
-# or more (LONG): other threads run meanwhile. EdDSA's ~45 µs are most of its call
-# (MOSTLY): opening the gate made Ed25519 on 2 threads 1.4-1.7x the shut gate, the same on
-# 8 (docs/performance-profile.md). ECDSA's ~20 µs, about half of its call (BRIEF), are worth
-# it only while no other thread waits at the gate (shim/share.h has the measurements).
-LONG, MOSTLY, BRIEF = "long", "mostly", "brief"
-_ASIDE = {C.CKK_RSA: LONG, C.CKK_DSA: LONG, C.CKK_DH: LONG, C.CKK_EC_EDWARDS: MOSTLY, C.CKK_EC: BRIEF}
+# Private-key operations of these families take a millisecond or more outside the
+# GIL: they open the call gate (ptkhsm.gate) so other threads run meanwhile. ECDSA's
+# 20 µs are worth it only while no other thread waits at the gate (gate.share_cores:
+# shim/share.h has the measurements). EdDSA keeps it shut: opening it made find-then-sign
+# on threads slower (docs/performance-profile.md).
+_LONG_KEY_TYPES = frozenset((C.CKK_RSA, C.CKK_DSA, C.CKK_DH))
+_BRIEF_KEY_TYPES = frozenset((C.CKK_EC,))
+LONG, BRIEF = "long", "brief"   # a key's private-key operations, outside the GIL
 # So does work on this much data.
 _LONG_DATA = 1 << 16
 
@@ -56,7 +56,7 @@ _TRAITS = ("operation traits",)   # its name in a key's cache
 
 
 def _traits(key):
-    """(whether the key needs a CKU_CONTEXT_SPECIFIC login, LONG, MOSTLY, BRIEF or None: how long its
+    """(whether the key needs a CKU_CONTEXT_SPECIFIC login, LONG, BRIEF or None: how long its
     operations spend outside the GIL): asked once per key, kept in its cache (which goes when
     its attributes change)."""
     traits = key.cache.get(_TRAITS)
@@ -64,7 +64,8 @@ def _traits(key):
         attrs = key.attrs
         aside = None
         if attrs.get(C.CKA_CLASS) == C.CKO_PRIVATE_KEY:
-            aside = _ASIDE.get(attrs.get(C.CKA_KEY_TYPE))
+            kind = attrs.get(C.CKA_KEY_TYPE)
+            aside = LONG if kind in _LONG_KEY_TYPES else BRIEF if kind in _BRIEF_KEY_TYPES else None
         traits = key.cache[_TRAITS] = (bool(attrs.get(C.CKA_ALWAYS_AUTHENTICATE)), aside)
     return traits
 
@@ -139,8 +140,6 @@ class Session:
             state = self.active(kind, _MODE[step])
             if state.aside is LONG or (data is not None and len(data) >= _LONG_DATA):
                 gate.let_others_in()
-            elif state.aside is MOSTLY:
-                gate.step_aside()
             elif state.aside is BRIEF:
                 gate.share_cores()
             if state.pending is not None:

@@ -7,8 +7,8 @@
  *   host MODULE gate        8 threads call for 3 s: every thread gets its turns (the call gate,
  *                           shim/gate.h); prints each thread's calls and longest wait
  *   host MODULE sign        8 threads sign with one P-256 key and verify, for 2 s, then with
- *                           one Ed25519 key: computations outside the gate (shim/share.h,
- *                           ptkhsm/hsm/session.py) stay right
+ *                           one Ed25519 key: computations outside the GIL, with the gate
+ *                           open (shim/share.h) or shut, stay right
  *   host MODULE calls       init and one call; prints the return codes (for failure tests)
  *
  * Prints "ok" and exits 0 when every expectation holds; otherwise names the failure.
@@ -270,8 +270,8 @@ static void gate(void)
     EXPECT(p11->C_Finalize(NULL), CKR_OK);
 }
 
-/* ECDSA lets the next thread in while it computes, when that pays (shim/share.h), EdDSA
- * every time: every signature must still verify and every thread get its turns. */
+/* ECDSA lets the next thread in while it computes, when that pays (shim/share.h); EdDSA
+ * keeps the gate shut: every signature must verify and every thread get its turns. */
 #define SIGN_THREADS 8
 #define SIGN_SECONDS 2.0
 static CK_OBJECT_HANDLE sign_private, sign_public;
