@@ -737,13 +737,13 @@ class ExtToken:
     def find_init(self, session, template):
         if not self._ext(session):
             return self.lower.find_init(session, template)
-        template = list(template)
         with self._lock:
             if session in self._finds:
                 raise CKRError(C.CKR_OPERATION_ACTIVE, "a find is active")
             self._finds[session] = iter(self._found(session, template))
 
     def _found(self, session, template):
+        template = list(template)   # read twice below: once for the lower find, once per entry
         with _own_work("the external token's files"):
             files = self._setup().files
             files.refresh()
@@ -802,7 +802,7 @@ class ExtToken:
         if not self._ext(session):
             return self.lower.find_all(session, template)
         with self._lock:
-            return self._found(session, list(template))
+            return self._found(session, template)
 
     def cancel(self, session, flags):
         self.lower.cancel(session, flags)
